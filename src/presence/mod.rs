@@ -1,0 +1,4 @@
+//! Presence: the pure tracker, the per-domain privileges, and the task that owns both.
+
+pub mod privileges;
+pub mod tracker;

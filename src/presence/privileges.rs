@@ -1,0 +1,1 @@
+//! Per-server-domain privileges (stub, being written).

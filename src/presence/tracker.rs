@@ -1,0 +1,1 @@
+//! The live presence table (stub, being written).

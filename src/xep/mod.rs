@@ -1,0 +1,3 @@
+//! Payloads that xmpp-parsers does not cover.
+
+pub mod privilege;

@@ -1,0 +1,1 @@
+//! XEP-0356 privilege advertisements (stub, being written).

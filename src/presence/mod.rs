@@ -1,4 +1,5 @@
 //! Presence: the pure tracker, the per-domain privileges, and the task that owns both.
 
 pub mod privileges;
+pub mod service;
 pub mod tracker;

@@ -1,1 +1,926 @@
-//! The live presence table (stub, being written).
+//! The live presence table: which resources (full JIDs) are online, with their show, status and
+//! priority. Pure and synchronous; the presence task owns it, persists what it reports and emits
+//! the events.
+//!
+//! # Design note
+//!
+//! **Events.** One event is one change of one resource. `args.user` is the full JID, `show` and
+//! `status` are `None` when absent, and `resources` counts the online resources of the bare JID
+//! *after* the change. Rules, for a forwarded presence:
+//!
+//! | presence | resource known? | result |
+//! |---|---|---|
+//! | available | no | insert, `Put`, event |
+//! | available, same show/status/priority | yes | nothing at all (`None`): a duplicate |
+//! | available, other show/status/priority | yes | update, `Put`; event only with [`Changes::All`] |
+//! | unavailable | yes | remove, `Delete`, event |
+//! | unavailable | no | nothing at all (`None`) |
+//!
+//! Every state change is reported as a [`StoreOp`], even when no event is emitted, so the
+//! persisted table always equals this one and [`Tracker::restore`] resumes exactly.
+//!
+//! **Sources.** A presence without `<delay/>` is [`Source::Live`]. With `<delay/>` it belongs to
+//! the snapshot a server sends after each (re)connect (Prosody does, `reference/servers.md` §4):
+//! an unknown resource is [`Source::Snapshot`], a known one whose state differs changed while
+//! herald was away and is [`Source::Resync`], a known identical one is a silent confirmation.
+//!
+//! **Snapshots.** [`Tracker::begin_snapshot`] marks every known resource unconfirmed; every
+//! presence that names a resource afterwards (delayed or live) confirms it, and a live unavailable
+//! removes it as usual. [`Tracker::end_snapshot`] removes the resources still unconfirmed: they
+//! went offline while herald was away, reported as unavailable with [`Source::Resync`]. Only call
+//! these for a server that sends a snapshot: ejabberd 23.01 sends none, and ending an empty
+//! snapshot would declare every user offline.
+//!
+//! **`since_ms`** is when herald saw the resource become available; a show/status/priority change
+//! keeps it. It takes no part in duplicate detection.
+//!
+//! **JIDs** are used as the server sends them (servers send them normalised). The bare JID is the
+//! text before the first `/`, the resource the rest; a JID without `/` is a bare JID with an
+//! empty resource, and comes back out of [`Tracker::iter`] without a `/`.
+//!
+//! **Cost.** [`Tracker::apply`] is on the hot path (bursts of over 100 000 presences/s): it looks
+//! the bare JID up by `&str` and allocates only what it stores or returns. Memory: one map entry
+//! per bare JID holding a tight `Vec` of its resources (usually 1 to 3), each a boxed resource
+//! name plus its state; no full JID is stored. About 200 bytes per online resource with typical
+//! JIDs.
+
+use std::collections::HashMap;
+use std::fmt;
+
+pub use crate::config::Changes;
+use crate::events::{Availability, EventArgs, Source};
+
+/// The state of one online resource, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceState {
+    pub show: Option<Box<str>>,
+    pub status: Option<Box<str>>,
+    pub priority: i8,
+    /// When herald saw the resource become available (milliseconds since the Unix epoch).
+    pub since_ms: i64,
+}
+
+impl ResourceState {
+    /// Same presence, whatever `since_ms`.
+    fn same_presence(&self, show: Option<&str>, status: Option<&str>, priority: i8) -> bool {
+        self.priority == priority
+            && self.show.as_deref() == show
+            && self.status.as_deref() == status
+    }
+}
+
+/// A forwarded presence, reduced to what the table keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    Available {
+        show: Option<String>,
+        status: Option<String>,
+        priority: i8,
+    },
+    Unavailable,
+}
+
+/// What the owner must do after a change: persist, and maybe emit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub store: StoreOp,
+    pub event: Option<(Source, EventArgs)>,
+}
+
+/// The write that keeps the persisted table equal to this one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    Nothing,
+    /// Full JID → its new state.
+    Put(String, ResourceState),
+    /// Full JID gone offline.
+    Delete(String),
+}
+
+/// One resource of a bare JID.
+struct Entry {
+    resource: Box<str>,
+    state: ResourceState,
+    /// Known before the current snapshot began and not seen since.
+    unconfirmed: bool,
+}
+
+/// The live presence table. See the module documentation for the rules.
+pub struct Tracker {
+    changes: Changes,
+    /// Bare JID → its online resources, never empty.
+    users: HashMap<Box<str>, Vec<Entry>>,
+    /// Number of resources over all bare JIDs.
+    len: usize,
+    in_snapshot: bool,
+}
+
+impl fmt::Debug for Tracker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The table itself can hold 100 000 resources: never print it.
+        f.debug_struct("Tracker")
+            .field("changes", &self.changes)
+            .field("resources", &self.len)
+            .field("bare_jids", &self.users.len())
+            .field("in_snapshot", &self.in_snapshot)
+            .finish()
+    }
+}
+
+impl Tracker {
+    /// An empty table.
+    pub fn new(changes: Changes) -> Self {
+        Tracker {
+            changes,
+            users: HashMap::new(),
+            len: 0,
+            in_snapshot: false,
+        }
+    }
+
+    /// Rebuilds the table from the persisted one (full JID, state); emits nothing. A full JID
+    /// given twice keeps its last state.
+    pub fn restore(
+        changes: Changes,
+        entries: impl IntoIterator<Item = (String, ResourceState)>,
+    ) -> Self {
+        let mut tracker = Tracker::new(changes);
+        for (full_jid, state) in entries {
+            let (bare, resource) = split_jid(&full_jid);
+            match tracker.find_mut(bare, resource) {
+                Some(entry) => entry.state = state,
+                None => tracker.insert(bare, resource, state),
+            }
+        }
+        tracker
+    }
+
+    /// Which changes produce an event.
+    pub fn changes(&self) -> Changes {
+        self.changes
+    }
+
+    /// Applies a forwarded presence. `delayed`: it carried `<delay/>` (part of a server snapshot).
+    /// `None` when nothing changed at all (a duplicate, or unavailable for an unknown resource).
+    pub fn apply(
+        &mut self,
+        full_jid: &str,
+        update: Update,
+        delayed: bool,
+        now_ms: i64,
+    ) -> Option<Outcome> {
+        let (bare, resource) = split_jid(full_jid);
+        match update {
+            Update::Available {
+                show,
+                status,
+                priority,
+            } => self.available(
+                full_jid, bare, resource, show, status, priority, delayed, now_ms,
+            ),
+            Update::Unavailable => {
+                let source = if delayed {
+                    Source::Resync
+                } else {
+                    Source::Live
+                };
+                self.remove(full_jid, source)
+            }
+        }
+    }
+
+    /// Removes a resource that herald found gone by itself (e.g. [`Source::Liveness`]: a ping to
+    /// the full JID failed). `None` if it was not online.
+    pub fn remove(&mut self, full_jid: &str, source: Source) -> Option<Outcome> {
+        let (bare, resource) = split_jid(full_jid);
+        let entries = self.users.get_mut(bare)?;
+        let index = entries.iter().position(|e| &*e.resource == resource)?;
+        entries.swap_remove(index);
+        let resources = count(entries.len());
+        if entries.is_empty() {
+            self.users.remove(bare);
+        } else {
+            shrink_if_loose(entries);
+        }
+        self.len -= 1;
+        Some(Outcome {
+            store: StoreOp::Delete(full_jid.to_owned()),
+            event: Some((source, unavailable_args(full_jid.to_owned(), resources))),
+        })
+    }
+
+    /// A (re)connect happened: the server may now send its snapshot. Every resource known now
+    /// must be confirmed by a presence before [`Tracker::end_snapshot`]. Calling it again during a
+    /// snapshot starts over.
+    pub fn begin_snapshot(&mut self) {
+        self.in_snapshot = true;
+        for entry in self.users.values_mut().flatten() {
+            entry.unconfirmed = true;
+        }
+    }
+
+    /// The snapshot is over: every resource known at [`Tracker::begin_snapshot`] and not seen
+    /// since went offline while herald was away. Returns a `Delete` and an unavailable
+    /// [`Source::Resync`] event for each, sorted by full JID, each with the `resources` count
+    /// after its own removal. Empty when no snapshot is in progress.
+    pub fn end_snapshot(&mut self, _now_ms: i64) -> Vec<Outcome> {
+        if !self.in_snapshot {
+            return Vec::new();
+        }
+        self.in_snapshot = false;
+        let mut outcomes = Vec::new();
+        let mut removed = 0;
+        self.users.retain(|bare, entries| {
+            if !entries.iter().any(|e| e.unconfirmed) {
+                return true;
+            }
+            let mut gone = Vec::new();
+            let mut i = 0;
+            while i < entries.len() {
+                if entries[i].unconfirmed {
+                    gone.push(entries.swap_remove(i).resource);
+                } else {
+                    i += 1;
+                }
+            }
+            // Same order as the final sort by full JID, so each count follows the one before.
+            gone.sort_unstable();
+            let mut remaining = entries.len() + gone.len();
+            for resource in gone {
+                remaining -= 1;
+                let full_jid = join_jid(bare, &resource);
+                outcomes.push(Outcome {
+                    store: StoreOp::Delete(full_jid.clone()),
+                    event: Some((Source::Resync, unavailable_args(full_jid, count(remaining)))),
+                });
+                removed += 1;
+            }
+            shrink_if_loose(entries);
+            !entries.is_empty()
+        });
+        self.len -= removed;
+        outcomes.sort_by(|a, b| store_key(a).cmp(store_key(b)));
+        outcomes
+    }
+
+    /// Whether a snapshot is in progress.
+    pub fn in_snapshot(&self) -> bool {
+        self.in_snapshot
+    }
+
+    /// Online resources of a bare JID.
+    pub fn resources_of(&self, bare_jid: &str) -> u32 {
+        self.users
+            .get(bare_jid)
+            .map_or(0, |entries| count(entries.len()))
+    }
+
+    /// The state of an online resource.
+    pub fn get(&self, full_jid: &str) -> Option<&ResourceState> {
+        let (bare, resource) = split_jid(full_jid);
+        self.users
+            .get(bare)?
+            .iter()
+            .find(|e| &*e.resource == resource)
+            .map(|e| &e.state)
+    }
+
+    /// Number of online resources.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nobody is online.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Every online resource as (full JID, state), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (String, &ResourceState)> {
+        self.users.iter().flat_map(|(bare, entries)| {
+            entries
+                .iter()
+                .map(move |e| (join_jid(bare, &e.resource), &e.state))
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn available(
+        &mut self,
+        full_jid: &str,
+        bare: &str,
+        resource: &str,
+        show: Option<String>,
+        status: Option<String>,
+        priority: i8,
+        delayed: bool,
+        now_ms: i64,
+    ) -> Option<Outcome> {
+        let changes = self.changes;
+        if let Some(entries) = self.users.get_mut(bare) {
+            let resources = count(entries.len());
+            if let Some(entry) = entries.iter_mut().find(|e| &*e.resource == resource) {
+                entry.unconfirmed = false;
+                if entry
+                    .state
+                    .same_presence(show.as_deref(), status.as_deref(), priority)
+                {
+                    return None;
+                }
+                entry.state.show = show.as_deref().map(Box::from);
+                entry.state.status = status.as_deref().map(Box::from);
+                entry.state.priority = priority;
+                let store = StoreOp::Put(full_jid.to_owned(), entry.state.clone());
+                let event = (changes == Changes::All).then(|| {
+                    let source = if delayed {
+                        Source::Resync
+                    } else {
+                        Source::Live
+                    };
+                    let args =
+                        available_args(full_jid.to_owned(), show, status, priority, resources);
+                    (source, args)
+                });
+                return Some(Outcome { store, event });
+            }
+        }
+        let state = ResourceState {
+            show: show.as_deref().map(Box::from),
+            status: status.as_deref().map(Box::from),
+            priority,
+            since_ms: now_ms,
+        };
+        let store = StoreOp::Put(full_jid.to_owned(), state.clone());
+        self.insert(bare, resource, state);
+        let source = if delayed {
+            Source::Snapshot
+        } else {
+            Source::Live
+        };
+        let args = available_args(
+            full_jid.to_owned(),
+            show,
+            status,
+            priority,
+            self.resources_of(bare),
+        );
+        Some(Outcome {
+            store,
+            event: Some((source, args)),
+        })
+    }
+
+    fn find_mut(&mut self, bare: &str, resource: &str) -> Option<&mut Entry> {
+        self.users
+            .get_mut(bare)?
+            .iter_mut()
+            .find(|e| &*e.resource == resource)
+    }
+
+    /// Adds a resource that is not in the table (confirmed: it was just seen).
+    fn insert(&mut self, bare: &str, resource: &str, state: ResourceState) {
+        let entry = Entry {
+            resource: Box::from(resource),
+            state,
+            unconfirmed: false,
+        };
+        match self.users.get_mut(bare) {
+            Some(entries) => {
+                // Grow one at a time: most users have one to three resources.
+                entries.reserve_exact(1);
+                entries.push(entry);
+            }
+            None => {
+                // `vec![x]` has exactly the capacity it needs.
+                self.users.insert(Box::from(bare), vec![entry]);
+            }
+        }
+        self.len += 1;
+    }
+}
+
+/// `(bare, resource)`: split at the first `/`; no `/` means an empty resource.
+fn split_jid(full_jid: &str) -> (&str, &str) {
+    full_jid.split_once('/').unwrap_or((full_jid, ""))
+}
+
+/// The inverse of [`split_jid`].
+fn join_jid(bare: &str, resource: &str) -> String {
+    if resource.is_empty() {
+        return bare.to_owned();
+    }
+    let mut full = String::with_capacity(bare.len() + 1 + resource.len());
+    full.push_str(bare);
+    full.push('/');
+    full.push_str(resource);
+    full
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn shrink_if_loose(entries: &mut Vec<Entry>) {
+    if entries.capacity() > 2 * entries.len() {
+        entries.shrink_to_fit();
+    }
+}
+
+fn store_key(outcome: &Outcome) -> &str {
+    match &outcome.store {
+        StoreOp::Put(jid, _) | StoreOp::Delete(jid) => jid,
+        StoreOp::Nothing => "",
+    }
+}
+
+fn available_args(
+    user: String,
+    show: Option<String>,
+    status: Option<String>,
+    priority: i8,
+    resources: u32,
+) -> EventArgs {
+    EventArgs {
+        user,
+        presence: Availability::Available,
+        show,
+        status,
+        priority,
+        resources,
+    }
+}
+
+fn unavailable_args(user: String, resources: u32) -> EventArgs {
+    EventArgs {
+        user,
+        presence: Availability::Unavailable,
+        show: None,
+        status: None,
+        priority: 0,
+        resources,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_000;
+    const T1: i64 = 2_000;
+
+    fn avail(show: Option<&str>, status: Option<&str>, priority: i8) -> Update {
+        Update::Available {
+            show: show.map(str::to_owned),
+            status: status.map(str::to_owned),
+            priority,
+        }
+    }
+
+    fn online() -> Update {
+        avail(None, None, 0)
+    }
+
+    fn state(
+        show: Option<&str>,
+        status: Option<&str>,
+        priority: i8,
+        since_ms: i64,
+    ) -> ResourceState {
+        ResourceState {
+            show: show.map(Box::from),
+            status: status.map(Box::from),
+            priority,
+            since_ms,
+        }
+    }
+
+    /// The event of an outcome, which must have one.
+    fn event(outcome: &Outcome) -> (Source, &EventArgs) {
+        match &outcome.event {
+            Some((source, args)) => (*source, args),
+            None => panic!("expected an event in {outcome:?}"),
+        }
+    }
+
+    #[test]
+    fn new_resource_is_stored_and_announced() {
+        let mut t = Tracker::new(Changes::Availability);
+        let out = t
+            .apply(
+                "alice@example.org/phone",
+                avail(Some("away"), Some("brb"), 5),
+                false,
+                T0,
+            )
+            .expect("a change");
+        assert_eq!(
+            out,
+            Outcome {
+                store: StoreOp::Put(
+                    "alice@example.org/phone".into(),
+                    state(Some("away"), Some("brb"), 5, T0)
+                ),
+                event: Some((
+                    Source::Live,
+                    EventArgs {
+                        user: "alice@example.org/phone".into(),
+                        presence: Availability::Available,
+                        show: Some("away".into()),
+                        status: Some("brb".into()),
+                        priority: 5,
+                        resources: 1,
+                    }
+                )),
+            }
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.resources_of("alice@example.org"), 1);
+        assert_eq!(
+            t.get("alice@example.org/phone"),
+            Some(&state(Some("away"), Some("brb"), 5, T0))
+        );
+    }
+
+    #[test]
+    fn duplicate_is_nothing() {
+        let mut t = Tracker::new(Changes::All);
+        assert!(t
+            .apply("a@x/1", avail(Some("dnd"), None, 1), false, T0)
+            .is_some());
+        assert_eq!(
+            t.apply("a@x/1", avail(Some("dnd"), None, 1), false, T1),
+            None
+        );
+        // since_ms is not part of the comparison, and is kept.
+        assert_eq!(t.get("a@x/1").map(|s| s.since_ms), Some(T0));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn second_resource_counts_two() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/phone", online(), false, T0);
+        let out = t
+            .apply("a@x/laptop", online(), false, T0)
+            .expect("a change");
+        assert_eq!(event(&out).1.resources, 2);
+        assert_eq!(t.resources_of("a@x"), 2);
+        assert_eq!(t.resources_of("b@x"), 0);
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn unavailable_of_one_of_two_counts_one() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/phone", avail(Some("away"), None, 0), false, T0);
+        t.apply("a@x/laptop", online(), false, T0);
+        let out = t
+            .apply("a@x/phone", Update::Unavailable, false, T1)
+            .expect("a change");
+        assert_eq!(out.store, StoreOp::Delete("a@x/phone".into()));
+        assert_eq!(
+            out.event,
+            Some((
+                Source::Live,
+                EventArgs {
+                    user: "a@x/phone".into(),
+                    presence: Availability::Unavailable,
+                    show: None,
+                    status: None,
+                    priority: 0,
+                    resources: 1,
+                }
+            ))
+        );
+        assert_eq!(t.get("a@x/phone"), None);
+        assert!(t.get("a@x/laptop").is_some());
+        assert_eq!(t.len(), 1);
+        let out = t
+            .apply("a@x/laptop", Update::Unavailable, false, T1)
+            .expect("a change");
+        assert_eq!(event(&out).1.resources, 0);
+        assert!(t.is_empty());
+        assert_eq!(t.resources_of("a@x"), 0);
+    }
+
+    #[test]
+    fn unavailable_of_unknown_is_nothing() {
+        let mut t = Tracker::new(Changes::All);
+        assert_eq!(t.apply("a@x/1", Update::Unavailable, false, T0), None);
+        t.apply("a@x/1", online(), false, T0);
+        assert_eq!(t.apply("a@x/2", Update::Unavailable, false, T0), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn show_change_with_availability_is_stored_silently() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/1", avail(Some("chat"), Some("hello"), 0), false, T0);
+        let out = t.apply("a@x/1", avail(Some("away"), Some("brb"), 0), false, T1);
+        assert_eq!(
+            out,
+            Some(Outcome {
+                store: StoreOp::Put("a@x/1".into(), state(Some("away"), Some("brb"), 0, T0)),
+                event: None,
+            })
+        );
+        assert_eq!(
+            t.get("a@x/1"),
+            Some(&state(Some("away"), Some("brb"), 0, T0))
+        );
+    }
+
+    #[test]
+    fn show_change_with_all_is_a_live_event() {
+        let mut t = Tracker::new(Changes::All);
+        t.apply("a@x/1", avail(Some("chat"), None, 0), false, T0);
+        t.apply("a@x/2", online(), false, T0);
+        let out = t
+            .apply("a@x/1", avail(None, None, 0), false, T1)
+            .expect("a change");
+        assert_eq!(
+            out.store,
+            StoreOp::Put("a@x/1".into(), state(None, None, 0, T0))
+        );
+        let (source, args) = event(&out);
+        assert_eq!(source, Source::Live);
+        assert_eq!(args.presence, Availability::Available);
+        assert_eq!(args.show, None);
+        assert_eq!(args.resources, 2);
+        // A priority change alone is a change too.
+        let out = t
+            .apply("a@x/1", avail(None, None, -1), false, T1)
+            .expect("a change");
+        assert_eq!(event(&out).1.priority, -1);
+        assert_eq!(
+            out.store,
+            StoreOp::Put("a@x/1".into(), state(None, None, -1, T0))
+        );
+        assert_eq!(t.get("a@x/1").map(|s| s.priority), Some(-1));
+    }
+
+    #[test]
+    fn snapshot_unknown_resource_is_source_snapshot() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.begin_snapshot();
+        assert!(t.in_snapshot());
+        let out = t
+            .apply(
+                "carol@x/harness",
+                avail(Some("dnd"), Some("first"), 0),
+                true,
+                T0,
+            )
+            .expect("a change");
+        assert_eq!(event(&out).0, Source::Snapshot);
+        assert!(t.end_snapshot(T1).is_empty());
+        assert!(!t.in_snapshot());
+        assert!(t.get("carol@x/harness").is_some());
+    }
+
+    #[test]
+    fn snapshot_known_identical_is_nothing_but_confirms() {
+        let mut t = Tracker::new(Changes::All);
+        t.apply("a@x/1", avail(Some("dnd"), None, 0), false, T0);
+        t.begin_snapshot();
+        assert_eq!(
+            t.apply("a@x/1", avail(Some("dnd"), None, 0), true, T1),
+            None
+        );
+        assert!(t.end_snapshot(T1).is_empty());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn snapshot_known_changed_is_resync() {
+        let mut t = Tracker::new(Changes::All);
+        t.apply("a@x/1", avail(Some("chat"), None, 0), false, T0);
+        t.begin_snapshot();
+        let out = t
+            .apply("a@x/1", avail(Some("xa"), None, 0), true, T1)
+            .expect("a change");
+        let (source, args) = event(&out);
+        assert_eq!(source, Source::Resync);
+        assert_eq!(args.show.as_deref(), Some("xa"));
+        assert_eq!(
+            out.store,
+            StoreOp::Put("a@x/1".into(), state(Some("xa"), None, 0, T0))
+        );
+
+        // With Availability the change is stored, not announced.
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/1", avail(Some("chat"), None, 0), false, T0);
+        t.begin_snapshot();
+        let out = t
+            .apply("a@x/1", avail(Some("xa"), None, 0), true, T1)
+            .expect("a change");
+        assert_eq!(out.event, None);
+        assert!(matches!(out.store, StoreOp::Put(..)));
+    }
+
+    #[test]
+    fn delayed_unavailable_is_resync() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/1", online(), false, T0);
+        t.begin_snapshot();
+        let out = t
+            .apply("a@x/1", Update::Unavailable, true, T1)
+            .expect("a change");
+        assert_eq!(event(&out).0, Source::Resync);
+        assert_eq!(out.store, StoreOp::Delete("a@x/1".into()));
+        assert!(t.end_snapshot(T1).is_empty());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn end_snapshot_removes_the_unconfirmed() {
+        let mut t = Tracker::new(Changes::Availability);
+        for jid in ["a@x/1", "a@x/2", "a@x/3", "b@x/1", "c@x/1"] {
+            t.apply(jid, online(), false, T0);
+        }
+        t.begin_snapshot();
+        t.apply("a@x/2", online(), true, T1); // confirmed, identical
+        t.apply("c@x/1", avail(Some("away"), None, 0), true, T1); // confirmed, changed
+        let outs = t.end_snapshot(T1);
+        let summary: Vec<(StoreOp, Source, Availability, u32)> = outs
+            .iter()
+            .map(|o| {
+                let (source, args) = event(o);
+                assert_eq!(store_key(o), args.user);
+                (o.store.clone(), source, args.presence, args.resources)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (
+                    StoreOp::Delete("a@x/1".into()),
+                    Source::Resync,
+                    Availability::Unavailable,
+                    2
+                ),
+                (
+                    StoreOp::Delete("a@x/3".into()),
+                    Source::Resync,
+                    Availability::Unavailable,
+                    1
+                ),
+                (
+                    StoreOp::Delete("b@x/1".into()),
+                    Source::Resync,
+                    Availability::Unavailable,
+                    0
+                ),
+            ]
+        );
+        assert_eq!(t.len(), 2);
+        assert_eq!(t.resources_of("a@x"), 1);
+        assert_eq!(t.resources_of("b@x"), 0);
+        assert!(t.get("c@x/1").is_some());
+        // Over: a second end finds nothing to do.
+        assert!(t.end_snapshot(T1).is_empty());
+    }
+
+    #[test]
+    fn live_presence_during_snapshot_confirms() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/1", online(), false, T0);
+        t.apply("b@x/1", online(), false, T0);
+        t.apply("c@x/1", online(), false, T0);
+        t.begin_snapshot();
+        // Live and identical: nothing to report, but confirmed.
+        assert_eq!(t.apply("a@x/1", online(), false, T1), None);
+        // Live unavailable during the snapshot: removed right away, as Live.
+        let out = t
+            .apply("b@x/1", Update::Unavailable, false, T1)
+            .expect("a change");
+        assert_eq!(event(&out).0, Source::Live);
+        let outs = t.end_snapshot(T1);
+        assert_eq!(outs.len(), 1);
+        assert_eq!(outs[0].store, StoreOp::Delete("c@x/1".into()));
+        assert!(t.get("a@x/1").is_some());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn resource_new_during_snapshot_survives_its_end() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.begin_snapshot();
+        t.apply("a@x/1", online(), false, T0);
+        assert!(t.end_snapshot(T1).is_empty());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn end_snapshot_without_begin_is_empty() {
+        let mut t = Tracker::restore(
+            Changes::Availability,
+            [("b@x/1".to_owned(), state(None, None, 0, T0))],
+        );
+        t.apply("a@x/1", online(), false, T0);
+        assert!(!t.in_snapshot());
+        assert!(t.end_snapshot(T1).is_empty());
+        assert_eq!(t.len(), 2);
+        // Nor after a finished one.
+        t.begin_snapshot();
+        t.apply("a@x/1", online(), true, T1);
+        assert_eq!(t.end_snapshot(T1).len(), 1);
+        assert!(t.end_snapshot(T1).is_empty());
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn restore_then_snapshot_round_trip() {
+        let mut live = Tracker::new(Changes::All);
+        live.apply("a@x/1", avail(Some("away"), Some("brb"), 3), false, T0);
+        live.apply("a@x/2", online(), false, T0);
+        live.apply("b@x", online(), false, T0); // no resource
+        let persisted: Vec<(String, ResourceState)> =
+            live.iter().map(|(jid, s)| (jid, s.clone())).collect();
+        let mut jids: Vec<&str> = persisted.iter().map(|(j, _)| j.as_str()).collect();
+        jids.sort_unstable();
+        assert_eq!(jids, ["a@x/1", "a@x/2", "b@x"]);
+
+        let mut t = Tracker::restore(Changes::All, persisted);
+        assert_eq!(t.len(), 3);
+        assert_eq!(t.resources_of("a@x"), 2);
+        assert_eq!(
+            t.get("a@x/1"),
+            Some(&state(Some("away"), Some("brb"), 3, T0))
+        );
+        assert_eq!(t.get("b@x"), Some(&state(None, None, 0, T0)));
+
+        // The server's snapshot after the restart: a@x/1 as it was, a@x/2 changed, b@x gone.
+        t.begin_snapshot();
+        assert_eq!(
+            t.apply("a@x/1", avail(Some("away"), Some("brb"), 3), true, T1),
+            None
+        );
+        let out = t
+            .apply("a@x/2", avail(Some("dnd"), None, 0), true, T1)
+            .expect("a change");
+        assert_eq!(event(&out).0, Source::Resync);
+        let outs = t.end_snapshot(T1);
+        assert_eq!(outs.len(), 1);
+        assert_eq!(outs[0].store, StoreOp::Delete("b@x".into()));
+        let (source, args) = event(&outs[0]);
+        assert_eq!(
+            (source, args.presence, args.resources),
+            (Source::Resync, Availability::Unavailable, 0)
+        );
+        assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn restore_keeps_the_last_of_a_duplicate() {
+        let t = Tracker::restore(
+            Changes::Availability,
+            [
+                ("a@x/1".to_owned(), state(None, None, 0, T0)),
+                ("a@x/1".to_owned(), state(Some("xa"), None, 0, T1)),
+            ],
+        );
+        assert_eq!(t.len(), 1);
+        assert_eq!(t.get("a@x/1"), Some(&state(Some("xa"), None, 0, T1)));
+    }
+
+    #[test]
+    fn remove_reports_the_given_source() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/1", online(), false, T0);
+        assert_eq!(t.remove("a@x/2", Source::Liveness), None);
+        let out = t.remove("a@x/1", Source::Liveness).expect("a change");
+        assert_eq!(event(&out).0, Source::Liveness);
+        assert_eq!(out.store, StoreOp::Delete("a@x/1".into()));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn jid_split_at_first_slash() {
+        assert_eq!(split_jid("a@x/r/with/slashes"), ("a@x", "r/with/slashes"));
+        assert_eq!(split_jid("a@x"), ("a@x", ""));
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/r/s", online(), false, T0);
+        assert_eq!(t.resources_of("a@x"), 1);
+        assert!(t.get("a@x/r/s").is_some());
+        assert_eq!(t.iter().map(|(j, _)| j).collect::<Vec<_>>(), ["a@x/r/s"]);
+    }
+
+    #[test]
+    fn per_resource_footprint_stays_small() {
+        // Entry is the per-resource record in the Vec; the strings are separate allocations.
+        assert!(
+            std::mem::size_of::<Entry>() <= 72,
+            "{}",
+            std::mem::size_of::<Entry>()
+        );
+        let mut t = Tracker::new(Changes::Availability);
+        for i in 0..10 {
+            t.apply(&format!("u{i}@x/phone"), online(), false, T0);
+        }
+        // One resource per bare JID: the Vec holds exactly one entry, no spare capacity.
+        assert!(t.users.values().all(|v| v.capacity() == 1));
+        t.apply("u0@x/laptop", online(), false, T0);
+        assert_eq!(t.users.get("u0@x").map(Vec::capacity), Some(2));
+    }
+}

@@ -1,1 +1,3 @@
-//! Sinks.
+//! Where events go.
+
+pub mod xmpp;

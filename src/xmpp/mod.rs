@@ -1,1 +1,13 @@
-//! XMPP.
+//! The XMPP side: one task owns the XEP-0114 stream ([`connection`]); everyone else holds an
+//! [`XmppHandle`]. Inbound stanzas are classified by the pure [`router`]; answers to herald's own
+//! requests go to the [`iq_tracker`]; [`disco`] answers the IQs addressed to herald itself.
+
+pub mod connection;
+pub mod disco;
+pub mod handle;
+pub mod iq_tracker;
+pub mod router;
+pub mod stanza;
+
+pub use handle::XmppHandle;
+pub use iq_tracker::{IqError, IqTracker};

@@ -1,0 +1,75 @@
+//! Namespaces and small builders for the stanzas herald sends. Every stanza herald sends carries
+//! `from` (Prosody 13 refuses stanzas from a component without it).
+
+use minidom::Element;
+
+/// The stanza namespace of a component stream.
+pub const NS_COMPONENT: &str = "jabber:component:accept";
+pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+pub const NS_STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+pub const NS_STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+pub const NS_PING: &str = "urn:xmpp:ping";
+pub const NS_DELAY: &str = "urn:xmpp:delay";
+pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const NS_MUC_USER: &str = "http://jabber.org/protocol/muc#user";
+
+/// `<iq type='get' id=ID from=FROM to=TO><ping xmlns='urn:xmpp:ping'/></iq>`
+pub fn ping(id: &str, from: &str, to: &str) -> Element {
+    Element::builder("iq", NS_COMPONENT)
+        .attr(crate::n!("type"), "get")
+        .attr(crate::n!("id"), id)
+        .attr(crate::n!("from"), from)
+        .attr(crate::n!("to"), to)
+        .append(Element::builder("ping", NS_PING).build())
+        .build()
+}
+
+/// A `result` answer to `iq`, from `from`, with an optional payload.
+pub fn iq_result(iq: &Element, from: &str, payload: Option<Element>) -> Element {
+    let mut b = Element::builder("iq", NS_COMPONENT)
+        .attr(crate::n!("type"), "result")
+        .attr(crate::n!("from"), from)
+        .attr(crate::n!("id"), iq.attr("id").unwrap_or_default());
+    if let Some(to) = iq.attr("from") {
+        b = b.attr(crate::n!("to"), to);
+    }
+    if let Some(p) = payload {
+        b = b.append(p);
+    }
+    b.build()
+}
+
+/// An `error` answer to `iq` with a stanza error condition, e.g. `("cancel", "service-unavailable")`.
+pub fn iq_error(iq: &Element, from: &str, kind: &str, condition: &str) -> Element {
+    let mut b = Element::builder("iq", NS_COMPONENT)
+        .attr(crate::n!("type"), "error")
+        .attr(crate::n!("from"), from)
+        .attr(crate::n!("id"), iq.attr("id").unwrap_or_default());
+    if let Some(to) = iq.attr("from") {
+        b = b.attr(crate::n!("to"), to);
+    }
+    b.append(
+        Element::builder("error", NS_COMPONENT)
+            .attr(crate::n!("type"), kind)
+            .append(Element::builder(condition, NS_STANZA_ERRORS).build())
+            .build(),
+    )
+    .build()
+}
+
+/// The first child that is a stanza error condition, e.g. `item-not-found`.
+pub fn error_condition(stanza: &Element) -> Option<&str> {
+    let error = stanza.children().find(|c| c.name() == "error")?;
+    error
+        .children()
+        .find(|c| c.ns() == NS_STANZA_ERRORS && c.name() != "text")
+        .map(|c| c.name())
+}
+
+/// An attribute name for minidom's builder, checked at compile time: `n!("type")`.
+#[macro_export]
+macro_rules! n {
+    ($s:literal) => {
+        ::rxml::xml_ncname!($s).to_owned()
+    };
+}

@@ -1,0 +1,609 @@
+//! `component.toml`: the example file, the layers (file ← environment) and the problems an
+//! operator sees.
+//!
+//! Every test runs inside [`with_env`], which serialises access to the process environment and
+//! starts from an environment without `HERALD_…` or `WORLD_SERVER_USERNAME` variables, so the
+//! developer's shell cannot change the outcome.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use herald::config::{
+    load, load_str, Changes, ComponentConfig, ConfigErrors, ConfigProblem, PresenceConfig,
+    PresenceSource, Secret, Settings, StoreConfig,
+};
+
+const MINIMAL: &str = "[component]\njid = \"herald.example.org\"\nsecret = \"s3cr3t\"\n";
+
+static ENV_LOCK: Mutex<()> = Mutex::new(());
+
+/// Restores the variables [`with_env`] removed or set, even when the test panics.
+struct EnvRestore {
+    saved: Vec<(String, String)>,
+    set: Vec<String>,
+}
+
+impl Drop for EnvRestore {
+    fn drop(&mut self) {
+        for key in &self.set {
+            std::env::remove_var(key);
+        }
+        for (key, value) in &self.saved {
+            std::env::set_var(key, value);
+        }
+    }
+}
+
+/// Runs `test` with exactly `vars` as the configuration-relevant environment.
+fn with_env<T>(vars: &[(&str, &str)], test: impl FnOnce() -> T) -> T {
+    let _lock = ENV_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let relevant = |key: &str| {
+        key.to_ascii_uppercase().starts_with("HERALD_") || key == "WORLD_SERVER_USERNAME"
+    };
+    let saved: Vec<(String, String)> = std::env::vars().filter(|(k, _)| relevant(k)).collect();
+    let _restore = EnvRestore {
+        saved: saved.clone(),
+        set: vars.iter().map(|(k, _)| k.to_string()).collect(),
+    };
+    for (key, _) in &saved {
+        std::env::remove_var(key);
+    }
+    for (key, value) in vars {
+        std::env::set_var(key, value);
+    }
+    test()
+}
+
+fn example_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("component.toml.example")
+}
+
+fn ok(result: Result<Settings, ConfigErrors>) -> Settings {
+    result.unwrap_or_else(|errors| panic!("unexpected problems:\n{errors}"))
+}
+
+fn problems(result: Result<Settings, ConfigErrors>) -> ConfigErrors {
+    match result {
+        Ok(settings) => panic!("expected problems, got {settings:?}"),
+        Err(errors) => errors,
+    }
+}
+
+/// `load_str` in an environment without configuration variables.
+fn parse(toml: &str) -> Result<Settings, ConfigErrors> {
+    with_env(&[], || load_str(toml))
+}
+
+fn rejected(toml: &str) -> ConfigErrors {
+    problems(parse(toml))
+}
+
+fn keys(errors: &ConfigErrors) -> Vec<&str> {
+    errors.0.iter().map(|p| p.key.as_str()).collect()
+}
+
+#[test]
+fn example_file_loads_with_the_default_values() {
+    let settings = with_env(&[], || ok(load(&example_path())));
+    let component = ComponentConfig::default();
+    let store = StoreConfig::default();
+    let presence = PresenceConfig::default();
+
+    assert_eq!(settings.component.jid.as_str(), "herald.example.org");
+    assert_eq!(settings.component.secret.expose(), "change-me");
+    assert_eq!(settings.component.server, component.server);
+    assert_eq!(settings.component.keepalive, component.keepalive);
+    assert_eq!(settings.component.read_timeout, component.read_timeout);
+    assert_eq!(
+        settings.component.request_timeout,
+        component.request_timeout
+    );
+    assert_eq!(settings.component.reconnect_min, component.reconnect_min);
+    assert_eq!(settings.component.reconnect_max, component.reconnect_max);
+    assert_eq!(settings.component.stable_after, component.stable_after);
+    assert_eq!(settings.store.path, store.path);
+    assert_eq!(settings.store.flush_interval, store.flush_interval);
+    assert_eq!(settings.store.cache_bytes, store.cache_bytes);
+    assert_eq!(settings.presence.source, presence.source);
+    assert_eq!(settings.presence.changes, presence.changes);
+    assert_eq!(
+        settings.presence.snapshot_timeout,
+        presence.snapshot_timeout
+    );
+    assert_eq!(settings.xmpp_sinks.len(), 1);
+    assert_eq!(settings.xmpp_sinks[0].to.as_str(), "world@example.org");
+    assert!(settings.admin.jids.is_empty());
+}
+
+/// The schema names its own keys: an unknown key's problem lists the expected ones, and each of
+/// them must appear (possibly commented out) in the example.
+#[test]
+fn example_file_documents_every_key() {
+    let example = std::fs::read_to_string(example_path()).expect("component.toml.example");
+    let documented = |section: &str, key: &str| {
+        let mut in_section = false;
+        example.lines().any(|line| {
+            let line = line.trim();
+            if line.starts_with('[') {
+                in_section = line.trim_matches(|c| c == '[' || c == ']') == section;
+            }
+            in_section
+                && line
+                    .trim_start_matches("# ")
+                    .starts_with(&format!("{key} ="))
+        })
+    };
+    for (section, header) in [
+        ("component", ""), // MINIMAL ends inside [component]
+        ("store", "[store]"),
+        ("presence", "[presence]"),
+        ("sinks.xmpp", "[[sinks.xmpp]]\ndomain = \"example.org\""),
+        ("admin", "[admin]"),
+    ] {
+        let toml = format!("{MINIMAL}{header}\nnot_a_key = 1\n");
+        let errors = with_env(&[], || problems(load_str(&toml)));
+        let message = &errors.0[0].message;
+        let expected = message
+            .strip_prefix("unknown key (expected one of: ")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("unexpected message {message:?}"));
+        for key in expected.split(", ") {
+            assert!(
+                documented(section, key),
+                "{section}.{key} missing from the example"
+            );
+        }
+    }
+}
+
+#[test]
+fn minimal_config_gets_all_defaults() {
+    let settings = with_env(&[], || ok(load_str(MINIMAL)));
+    let c = &settings.component;
+    assert_eq!(c.jid.as_str(), "herald.example.org");
+    assert_eq!(c.secret.expose(), "s3cr3t");
+    assert_eq!(c.server, "127.0.0.1:5347");
+    assert_eq!(c.keepalive, Duration::from_secs(20));
+    assert_eq!(c.read_timeout, Duration::from_secs(60));
+    assert_eq!(c.request_timeout, Duration::from_secs(15));
+    assert_eq!(c.reconnect_min, Duration::from_secs(1));
+    assert_eq!(c.reconnect_max, Duration::from_secs(60));
+    assert_eq!(c.stable_after, Duration::from_secs(60));
+    assert_eq!(settings.store.path, PathBuf::from("/var/lib/herald"));
+    assert_eq!(settings.store.flush_interval, Duration::from_millis(100));
+    assert_eq!(settings.store.cache_bytes, 16 * 1024 * 1024);
+    assert_eq!(settings.presence.source, PresenceSource::Privilege);
+    assert_eq!(settings.presence.changes, Changes::Availability);
+    assert_eq!(settings.presence.snapshot_timeout, Duration::from_secs(30));
+    assert!(settings.xmpp_sinks.is_empty());
+    assert!(settings.admin.jids.is_empty());
+}
+
+#[test]
+fn durations_accept_humantime_strings() {
+    let toml = format!("{MINIMAL}keepalive = \"1m 30s\"\nread_timeout = \"5m\"\n");
+    let settings = with_env(&[], || ok(load_str(&toml)));
+    assert_eq!(settings.component.keepalive, Duration::from_secs(90));
+    assert_eq!(settings.component.read_timeout, Duration::from_secs(300));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_their_path() {
+    let errors = with_env(&[], || {
+        problems(load_str(&format!("verbose = true\n{MINIMAL}")))
+    });
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "verbose",
+            "unknown key (expected one of: component, store, presence, sinks, admin)"
+        )]
+    );
+
+    let toml = format!("{MINIMAL}[presence]\nchnages = \"all\"\n");
+    let errors = with_env(&[], || problems(load_str(&toml)));
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "presence.chnages",
+            "unknown key (expected one of: source, changes, snapshot_timeout)"
+        )]
+    );
+}
+
+#[test]
+fn bad_duration_is_reported_at_its_key() {
+    let toml = format!("{MINIMAL}keepalive = \"3 parsecs\"\n");
+    let errors = with_env(&[], || problems(load_str(&toml)));
+    assert_eq!(keys(&errors), ["component.keepalive"], "{errors}");
+    assert!(errors.0[0].message.contains("\"3 parsecs\""), "{errors}");
+    assert!(errors.0[0].message.contains("duration"), "{errors}");
+}
+
+#[test]
+fn wrong_enum_value_lists_the_allowed_ones() {
+    let toml = format!("{MINIMAL}[presence]\nchanges = \"some\"\n");
+    let errors = with_env(&[], || problems(load_str(&toml)));
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "presence.changes",
+            "unknown value \"some\" (expected one of: availability, all)"
+        )]
+    );
+}
+
+#[test]
+fn exactly_one_of_secret_and_secret_file() {
+    let both = "[component]\njid = \"h.example.org\"\nsecret = \"s\"\nsecret_file = \"/x\"\n";
+    let neither = "[component]\njid = \"h.example.org\"\n";
+    for toml in [both, neither] {
+        let errors = with_env(&[], || problems(load_str(toml)));
+        assert_eq!(
+            errors.0,
+            vec![ConfigProblem::new(
+                "component",
+                "set exactly one of secret or secret_file"
+            )],
+            "{toml}"
+        );
+    }
+}
+
+#[test]
+fn secret_file_is_read_and_trimmed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("secret");
+    std::fs::write(&path, "  s3cr3t value \n\n").expect("write secret");
+    let toml = format!("[component]\njid = \"h.example.org\"\nsecret_file = {path:?}\n");
+    let settings = with_env(&[], || ok(load_str(&toml)));
+    assert_eq!(settings.component.secret.expose(), "  s3cr3t value");
+}
+
+#[test]
+fn missing_or_empty_secret_file_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("nope");
+    let toml = format!("[component]\njid = \"h.example.org\"\nsecret_file = {missing:?}\n");
+    let errors = with_env(&[], || problems(load_str(&toml)));
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "component.secret_file",
+            format!(
+                "cannot read {}: No such file or directory",
+                missing.display()
+            )
+        )]
+    );
+
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").expect("write secret");
+    let toml = format!("[component]\njid = \"h.example.org\"\nsecret_file = {empty:?}\n");
+    let errors = with_env(&[], || problems(load_str(&toml)));
+    assert_eq!(keys(&errors), ["component.secret_file"], "{errors}");
+    assert!(errors.0[0].message.ends_with("is empty"), "{errors}");
+}
+
+#[test]
+fn environment_wins_over_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("component.toml");
+    let toml = format!(
+        "{MINIMAL}server = \"file.example:5347\"\n[presence]\nchanges = \"availability\"\n"
+    );
+    std::fs::write(&path, toml).expect("write config");
+    let env = [
+        ("HERALD_COMPONENT__SERVER", "env.example:5275"),
+        ("HERALD_PRESENCE__CHANGES", "all"),
+    ];
+    let settings = with_env(&env, || ok(load(&path)));
+    assert_eq!(settings.component.server, "env.example:5275");
+    assert_eq!(settings.presence.changes, Changes::All);
+    assert_eq!(
+        settings.component.secret.expose(),
+        "s3cr3t",
+        "file values stay"
+    );
+}
+
+#[test]
+fn environment_alone_can_supply_required_keys() {
+    let env = [
+        ("HERALD_COMPONENT__JID", "herald.example.org"),
+        ("HERALD_COMPONENT__SECRET", "0123"),
+        ("HERALD_ADMIN__JIDS", "[\"admin@example.org\"]"),
+        ("HERALD_STORE__CACHE_BYTES", "2097152"),
+        ("HERALD_COMPONENT__KEEPALIVE", "10s"),
+    ];
+    let settings = with_env(&env, || ok(load_str("")));
+    assert_eq!(settings.component.jid.as_str(), "herald.example.org");
+    assert_eq!(
+        settings.component.secret.expose(),
+        "0123",
+        "secrets are verbatim"
+    );
+    assert_eq!(settings.admin.jids[0].as_str(), "admin@example.org");
+    assert_eq!(settings.store.cache_bytes, 2 * 1024 * 1024);
+    assert_eq!(settings.component.keepalive, Duration::from_secs(10));
+}
+
+#[test]
+fn bad_environment_values_name_their_variable() {
+    let env = [
+        ("HERALD_PRESENCE__CHANGES", "some"),
+        ("HERALD_COMPONENT__SECERT", "x"),
+    ];
+    let errors = with_env(&env, || problems(load_str(MINIMAL)));
+    assert_eq!(
+        keys(&errors),
+        ["component.secert", "presence.changes"],
+        "{errors}"
+    );
+    assert!(
+        errors.0[0]
+            .message
+            .ends_with("(from HERALD_COMPONENT__SECERT)"),
+        "{errors}"
+    );
+    assert!(
+        errors.0[1]
+            .message
+            .ends_with("(from HERALD_PRESENCE__CHANGES)"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn herald_variables_without_a_section_are_not_configuration() {
+    let env = [
+        ("HERALD_CONFIG", "/etc/herald.toml"),
+        ("HERALD_LOG", "debug"),
+    ];
+    assert!(with_env(&env, || load_str(MINIMAL)).is_ok());
+}
+
+#[test]
+fn server_user_comes_from_config_then_world_server_username_then_default() {
+    let sink = |toml: &str, env: &[(&str, &str)]| {
+        let settings = with_env(env, || ok(load_str(&format!("{MINIMAL}{toml}"))));
+        (
+            settings.xmpp_sinks[0].server_user.clone(),
+            settings.xmpp_sinks[0].to.to_string(),
+        )
+    };
+    let configured = "[[sinks.xmpp]]\ndomain = \"example.org\"\nserver_user = \"world\"\n";
+    let unset = "[[sinks.xmpp]]\ndomain = \"example.org\"\n";
+    let world = [("WORLD_SERVER_USERNAME", "game")];
+    assert_eq!(
+        sink(configured, &world),
+        ("world".into(), "world@example.org".into())
+    );
+    assert_eq!(
+        sink(unset, &world),
+        ("game".into(), "game@example.org".into())
+    );
+    assert_eq!(
+        sink(unset, &[]),
+        ("server".into(), "server@example.org".into())
+    );
+}
+
+#[test]
+fn several_problems_are_reported_at_once() {
+    let toml = "[component]\njid = \"herald@example.org\"\nkeepalive = \"40s\"\n\
+                server = \"localhost\"\n\
+                [presence]\nchnages = \"all\"\n\
+                [[sinks.xmpp]]\ndomain = \"example.org\"\n[[sinks.xmpp]]\ndomain = \"a/b\"\n\
+                [admin]\njids = [\"admin@example.org/phone\"]\n";
+    let errors = with_env(&[], || problems(load_str(toml)));
+    assert_eq!(
+        keys(&errors),
+        [
+            "presence.chnages",
+            "component.jid",
+            "component",
+            "component.server",
+            "component.keepalive",
+            "sinks.xmpp[1].domain",
+            "admin.jids[0]",
+        ],
+        "{errors}"
+    );
+    assert_eq!(
+        errors.for_key("component.jid").map(|p| p.message.as_str()),
+        Some("\"herald@example.org\" is not a bare domain (no '@' or '/')")
+    );
+    assert_eq!(
+        errors
+            .for_key("component.keepalive")
+            .map(|p| p.message.as_str()),
+        Some("must be less than half of read_timeout (1m)")
+    );
+    let display = errors.to_string();
+    assert_eq!(display.lines().count(), errors.0.len());
+    assert!(
+        display
+            .lines()
+            .any(|l| l.starts_with("sinks.xmpp[1].domain: ")),
+        "{display}"
+    );
+}
+
+#[test]
+fn durations_are_bounded() {
+    let errors = rejected(&format!(
+        "{MINIMAL}keepalive = \"30s\"\nreconnect_min = \"2m\"\nrequest_timeout = \"0s\"\n\
+         [store]\nflush_interval = \"11s\"\n[presence]\nsnapshot_timeout = \"0s\"\n"
+    ));
+    let message = |key: &str| errors.for_key(key).map(|p| p.message.as_str());
+    assert_eq!(
+        message("component.keepalive"),
+        Some("must be less than half of read_timeout (1m)")
+    );
+    assert_eq!(
+        message("component.reconnect_max"),
+        Some("must be at least reconnect_min (2m)")
+    );
+    assert_eq!(
+        message("component.request_timeout"),
+        Some("must be greater than 0")
+    );
+    assert_eq!(message("store.flush_interval"), Some("must be at most 10s"));
+    assert_eq!(
+        message("presence.snapshot_timeout"),
+        Some("must be greater than 0")
+    );
+    assert_eq!(errors.0.len(), 5, "{errors}");
+}
+
+#[test]
+fn keepalive_just_under_half_of_read_timeout_is_accepted() {
+    let settings = parse(&format!(
+        "{MINIMAL}keepalive = \"29s\"\nread_timeout = \"1m\"\n"
+    ));
+    assert!(settings.is_ok(), "{settings:?}");
+    assert!(parse(&format!(
+        "{MINIMAL}keepalive = \"30s\"\nread_timeout = \"1m\"\n"
+    ))
+    .is_err());
+}
+
+#[test]
+fn cache_must_hold_at_least_one_mebibyte() {
+    assert!(parse(&format!("{MINIMAL}[store]\ncache_bytes = 1048576\n")).is_ok());
+    let errors = rejected(&format!("{MINIMAL}[store]\ncache_bytes = 1048575\n"));
+    assert!(errors.for_key("store.cache_bytes").is_some(), "{errors}");
+    let errors = rejected(&format!("{MINIMAL}[store]\ncache_bytes = -1\n"));
+    assert!(errors.for_key("store.cache_bytes").is_some(), "{errors}");
+}
+
+#[test]
+fn component_jid_must_be_a_domain() {
+    for (jid, expected) in [
+        (
+            "herald@example.org",
+            "\"herald@example.org\" is not a bare domain (no '@' or '/')",
+        ),
+        (
+            "example.org/res",
+            "\"example.org/res\" is not a bare domain (no '@' or '/')",
+        ),
+        ("", "must not be empty"),
+    ] {
+        let errors = rejected(&format!("[component]\njid = {jid:?}\nsecret = \"s\"\n"));
+        assert_eq!(
+            errors.0,
+            vec![ConfigProblem::new("component.jid", expected)]
+        );
+    }
+    let errors = rejected("[component]\nsecret = \"s\"\n");
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "component.jid",
+            "required key is missing"
+        )]
+    );
+}
+
+#[test]
+fn sink_problems_name_the_entry() {
+    let errors = rejected(&format!(
+        "{MINIMAL}[[sinks.xmpp]]\ndomain = \"example.org\"\n\
+         [[sinks.xmpp]]\ndomain = \"a@b\"\n\
+         [[sinks.xmpp]]\ndomain = \"example.org\"\nserver_user = \"server\"\n"
+    ));
+    assert_eq!(
+        keys(&errors),
+        ["sinks.xmpp[1].domain", "sinks.xmpp[2]"],
+        "{errors}"
+    );
+    assert_eq!(
+        errors.0[1].message,
+        "same server user as sinks.xmpp[0] (server@example.org)"
+    );
+    let errors = rejected(&format!("{MINIMAL}[[sinks.xmpp]]\nserver_user = \"w\"\n"));
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "sinks.xmpp[0].domain",
+            "required key is missing"
+        )]
+    );
+}
+
+#[test]
+fn admin_jids_must_be_bare() {
+    let errors = rejected(&format!(
+        "{MINIMAL}[admin]\njids = [\"ok@example.org\", \"a@example.org/phone\", \"a@@b\"]\n"
+    ));
+    assert_eq!(
+        keys(&errors),
+        ["admin.jids[1]", "admin.jids[2]"],
+        "{errors}"
+    );
+    assert_eq!(
+        errors.0[0].message,
+        "\"a@example.org/phone\" is not a bare JID (no '/')"
+    );
+}
+
+#[test]
+fn a_broken_section_does_not_add_noise_but_others_are_still_checked() {
+    // [component] is broken (bad type) so its missing secret is not reported separately;
+    // [store] is still validated.
+    let errors = rejected("[component]\njid = 5\n[store]\ncache_bytes = 1\n");
+    assert_eq!(
+        keys(&errors),
+        ["component.jid", "store.cache_bytes"],
+        "{errors}"
+    );
+    assert_eq!(
+        errors.0[0].message,
+        "expected a string, found signed int `5`"
+    );
+}
+
+#[test]
+fn a_secret_of_the_wrong_type_is_not_echoed() {
+    let errors = rejected("[component]\njid = \"h.example.org\"\nsecret = 918273645\n");
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new("component.secret", "expected a string")]
+    );
+}
+
+#[test]
+fn a_section_that_is_not_a_table_is_reported() {
+    let errors = rejected(&format!("store = \"/var/lib/herald\"\n{MINIMAL}"));
+    assert_eq!(keys(&errors), ["store"], "{errors}");
+    assert!(
+        errors.0[0].message.starts_with("expected a table [store]"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn missing_config_file_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("absent.toml");
+    let errors = with_env(&[], || problems(load(&path)));
+    assert_eq!(
+        errors.to_string(),
+        format!("cannot read {}: No such file or directory", path.display())
+    );
+}
+
+#[test]
+fn secrets_never_appear_in_debug_output() {
+    let secret = Secret::new("hunter2".to_owned());
+    assert!(!format!("{secret:?}").contains("hunter2"));
+    let settings = with_env(&[], || ok(load_str(MINIMAL)));
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("s3cr3t"), "{debug}");
+    assert!(debug.contains("<redacted>"), "{debug}");
+}

@@ -1,0 +1,628 @@
+//! An in-process fake XEP-0114 server, for fault injection.
+//!
+//! It listens on `127.0.0.1:0` and speaks the accept side of `jabber:component:accept` the way
+//! Prosody 0.12 does (`../shared/reference/servers.md` §1, §2, §4, §5): it reads the component's
+//! stream header, answers with its own header and a fresh stream id, and checks
+//! `<handshake>` = hex(sha1(stream id + secret)). What happens next is scripted per connection
+//! ([`Script`]): accept, refuse the secret, or refuse with `<conflict/>`; after an accept,
+//! optionally Prosody's privilege advertisement and raw stanzas (a snapshot), written in the same
+//! write as `<handshake/>` so that nothing herald sends can overtake them.
+//!
+//! An accepted connection is handed to the test as a [`Conn`]: it records every top-level element
+//! herald sends (parsed as minidom [`Element`]s in the `jabber:component:accept` namespace),
+//! answers XEP-0199 pings unless told to be silent, writes raw XML on demand, and drops the socket
+//! on command. Reading is done with rxml + minidom's `TreeBuilder`, not with tokio-xmpp, so the
+//! server is an independent implementation of the wire format herald's side must get right.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use minidom::tree_builder::TreeBuilder;
+use minidom::Element;
+use rxml::{AsyncRawReader, RawEvent};
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub const NS_COMPONENT: &str = "jabber:component:accept";
+pub const NS_STREAMS: &str = "http://etherx.jabber.org/streams";
+pub const NS_PING: &str = "urn:xmpp:ping";
+pub const NS_DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const NS_STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+
+/// The domain the fake server plays: the `from` of its advertisement, pings and answers.
+pub const SERVER_DOMAIN: &str = "localhost";
+
+/// Prosody 0.12's advertisement (servers.md §2), addressed to `component`.
+pub fn prosody_advertisement(component: &str) -> String {
+    format!(
+        "<message from='{SERVER_DOMAIN}' to='{component}'><privilege xmlns='urn:xmpp:privilege:2'>\
+         <perm access='roster' type='both'/><perm access='message' type='outgoing'/>\
+         <perm access='presence' type='managed_entity'/></privilege></message>"
+    )
+}
+
+/// A forwarded presence as Prosody sends it in its snapshot after a (re)connect (servers.md §4).
+pub fn snapshot_presence(from: &str, to: &str) -> String {
+    format!(
+        "<presence xml:lang='en' to='{to}' from='{from}'><show>dnd</show><status>online first</status>\
+         <delay from='{SERVER_DOMAIN}' xmlns='urn:xmpp:delay' stamp='2026-11-22T04:19:40Z'/></presence>"
+    )
+}
+
+/// How the server answers a handshake. A handshake whose digest does not match the secret is
+/// always refused with `<not-authorized/>`, whatever the script says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Login {
+    /// `<handshake/>`.
+    #[default]
+    Accept,
+    /// `<not-authorized/>` stream error even for a correct digest.
+    RejectSecret,
+    /// Prosody's answer to a second connection under the same name (servers.md §5).
+    Conflict,
+}
+
+/// What the server does with one connection.
+#[derive(Debug, Clone)]
+pub struct Script {
+    login: Login,
+    advertise: bool,
+    stanzas: Vec<String>,
+    answer_pings: bool,
+}
+
+impl Default for Script {
+    fn default() -> Self {
+        Script {
+            login: Login::Accept,
+            advertise: false,
+            stanzas: Vec::new(),
+            answer_pings: true,
+        }
+    }
+}
+
+impl Script {
+    /// Accepts the handshake, sends nothing more, answers pings.
+    pub fn accept() -> Self {
+        Self::default()
+    }
+
+    pub fn reject_secret() -> Self {
+        Script {
+            login: Login::RejectSecret,
+            ..Self::default()
+        }
+    }
+
+    pub fn conflict() -> Self {
+        Script {
+            login: Login::Conflict,
+            ..Self::default()
+        }
+    }
+
+    /// Sends Prosody's privilege advertisement right after `<handshake/>`.
+    pub fn advertise(mut self) -> Self {
+        self.advertise = true;
+        self
+    }
+
+    /// Sends `xml` after `<handshake/>` (and the advertisement), in order.
+    pub fn then_send(mut self, xml: impl Into<String>) -> Self {
+        self.stanzas.push(xml.into());
+        self
+    }
+
+    /// Answers no ping: the server reads but never writes on its own.
+    pub fn silent(mut self) -> Self {
+        self.answer_pings = false;
+        self
+    }
+}
+
+/// One login attempt, whatever its outcome.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    /// The `to` of the component's stream header.
+    pub to: Option<String>,
+    /// The handshake digest matched the server's secret.
+    pub digest_ok: bool,
+    /// What the server answered.
+    pub answer: Login,
+}
+
+struct Shared {
+    secret: String,
+    scripts: Mutex<VecDeque<Script>>,
+    fallback: Mutex<Script>,
+    attempts: AtomicUsize,
+}
+
+impl Shared {
+    fn next_script(&self) -> Script {
+        let queued = lock(&self.scripts).pop_front();
+        queued.unwrap_or_else(|| lock(&self.fallback).clone())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+pub struct FakeServer {
+    pub addr: SocketAddr,
+    shared: Arc<Shared>,
+    accepted: mpsc::UnboundedReceiver<Conn>,
+    attempts: mpsc::UnboundedReceiver<Attempt>,
+    acceptor: JoinHandle<()>,
+}
+
+impl Drop for FakeServer {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl FakeServer {
+    /// Starts listening; connections are served with `secret` and, unless scripted otherwise,
+    /// [`Script::accept`].
+    pub async fn start(secret: &str) -> FakeServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local_addr");
+        let shared = Arc::new(Shared {
+            secret: secret.to_owned(),
+            scripts: Mutex::new(VecDeque::new()),
+            fallback: Mutex::new(Script::default()),
+            attempts: AtomicUsize::new(0),
+        });
+        let (conn_tx, accepted) = mpsc::unbounded_channel();
+        let (attempt_tx, attempts) = mpsc::unbounded_channel();
+        let acceptor = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                while let Ok((socket, _)) = listener.accept().await {
+                    tokio::spawn(serve(
+                        shared.clone(),
+                        socket,
+                        conn_tx.clone(),
+                        attempt_tx.clone(),
+                    ));
+                }
+            }
+        });
+        FakeServer {
+            addr,
+            shared,
+            accepted,
+            attempts,
+            acceptor,
+        }
+    }
+
+    /// The script of the next connection that has not been scripted yet (a queue).
+    pub fn script_next(&self, script: Script) {
+        lock(&self.shared.scripts).push_back(script);
+    }
+
+    /// The script of every connection beyond the queued ones (default: [`Script::accept`]).
+    pub fn script_default(&self, script: Script) {
+        *lock(&self.shared.fallback) = script;
+    }
+
+    /// Login attempts (handshakes received) so far.
+    pub fn connections(&self) -> usize {
+        self.shared.attempts.load(Ordering::SeqCst)
+    }
+
+    /// The next login attempt, accepted or not.
+    pub async fn next_attempt(&mut self, timeout: Duration) -> Option<Attempt> {
+        tokio::time::timeout(timeout, self.attempts.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next accepted (logged-in) connection.
+    pub async fn next_connection(&mut self, timeout: Duration) -> Option<Conn> {
+        tokio::time::timeout(timeout, self.accepted.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// What a connection saw from herald, in order.
+#[derive(Debug)]
+enum Seen {
+    Stanza(Element),
+    /// `</stream:stream>`.
+    Footer,
+    /// The socket was closed or broke (without a footer first, or after it).
+    Eof(Option<String>),
+}
+
+enum Command {
+    Send(String, oneshot::Sender<()>),
+    Drop,
+}
+
+/// The test's handle on one logged-in connection.
+pub struct Conn {
+    /// The stream id the server gave this connection.
+    pub stream_id: String,
+    commands: mpsc::UnboundedSender<Command>,
+    seen: mpsc::UnboundedReceiver<Seen>,
+    answer_pings: Arc<AtomicBool>,
+    history: Vec<Element>,
+    footer: bool,
+    eof: bool,
+}
+
+impl Conn {
+    /// Writes `xml` to herald; returns once it has been written.
+    pub async fn send_raw(&self, xml: &str) {
+        let (done, written) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::Send(xml.to_owned(), done))
+            .is_ok()
+        {
+            let _ = written.await;
+        }
+    }
+
+    /// The next stanza herald sent, or `None` on timeout or once the stream has ended.
+    pub async fn recv(&mut self, timeout: Duration) -> Option<Element> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        self.recv_until(deadline).await
+    }
+
+    async fn recv_until(&mut self, deadline: tokio::time::Instant) -> Option<Element> {
+        loop {
+            match tokio::time::timeout_at(deadline, self.seen.recv()).await {
+                Ok(Some(Seen::Stanza(el))) => {
+                    self.history.push(el.clone());
+                    return Some(el);
+                }
+                Ok(Some(Seen::Footer)) => self.footer = true,
+                Ok(Some(Seen::Eof(_))) | Ok(None) => {
+                    self.eof = true;
+                    return None;
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// The next stanza herald sent that satisfies `pred`; the others are skipped (they stay in
+    /// [`Conn::history`]).
+    pub async fn recv_matching(
+        &mut self,
+        pred: impl Fn(&Element) -> bool,
+        timeout: Duration,
+    ) -> Option<Element> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let el = self.recv_until(deadline).await?;
+            if pred(&el) {
+                return Some(el);
+            }
+        }
+    }
+
+    /// Everything herald sent on this connection, up to now.
+    pub async fn drain(&mut self, quiet: Duration) -> &[Element] {
+        while self.recv(quiet).await.is_some() {}
+        &self.history
+    }
+
+    /// Every stanza received so far (by `recv`, `recv_matching`, `drain`, `closed`).
+    pub fn history(&self) -> &[Element] {
+        &self.history
+    }
+
+    /// Closes the socket at once, as a crashed or restarted server would.
+    pub fn drop_socket(self) {
+        let _ = self.commands.send(Command::Drop);
+    }
+
+    /// Whether the server answers herald's XEP-0199 pings from now on.
+    pub fn answer_pings(&self, answer: bool) {
+        self.answer_pings.store(answer, Ordering::SeqCst);
+    }
+
+    /// Waits until herald has closed its stream with `</stream:stream>` (stanzas received in the
+    /// meantime go to the history). False on timeout, or when the socket ended without a footer.
+    pub async fn closed(&mut self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while !self.footer && !self.eof {
+            if self.recv_until(deadline).await.is_none() && !self.footer && !self.eof {
+                return false;
+            }
+        }
+        self.footer
+    }
+
+    /// Herald sent `</stream:stream>` (as far as received so far).
+    pub fn footer_seen(&self) -> bool {
+        self.footer
+    }
+
+    /// The socket has ended (as far as received so far).
+    pub fn ended(&self) -> bool {
+        self.eof
+    }
+}
+
+/// Serves one TCP connection: header, handshake, then the scripted session.
+async fn serve(
+    shared: Arc<Shared>,
+    socket: TcpStream,
+    conns: mpsc::UnboundedSender<Conn>,
+    attempts: mpsc::UnboundedSender<Attempt>,
+) {
+    let _ = socket.set_nodelay(true);
+    let (rd, mut wr) = socket.into_split();
+    let mut reader = ElementReader::new(rd);
+    let to = match reader.header().await {
+        Ok(to) => to,
+        Err(e) => return eprintln!("fake server: bad stream header: {e}"),
+    };
+    let stream_id = uuid::Uuid::new_v4().to_string();
+    let header = format!(
+        "<?xml version='1.0'?><stream:stream xmlns:stream='{NS_STREAMS}' xml:lang='en' from='{}' id='{stream_id}' xmlns='{NS_COMPONENT}'>",
+        to.as_deref().unwrap_or("")
+    );
+    if wr.write_all(header.as_bytes()).await.is_err() {
+        return;
+    }
+    let handshake = match reader.next().await {
+        Ok(Some(el)) if el.is("handshake", NS_COMPONENT) => el,
+        other => {
+            return eprintln!("fake server: expected <handshake/> in {NS_COMPONENT}, got {other:?}")
+        }
+    };
+    let expected = hex::encode(Sha1::digest(format!("{stream_id}{}", shared.secret)));
+    let digest_ok = handshake.text().trim().eq_ignore_ascii_case(&expected);
+    let script = shared.next_script();
+    let answer = if digest_ok {
+        script.login
+    } else {
+        Login::RejectSecret
+    };
+    shared.attempts.fetch_add(1, Ordering::SeqCst);
+    let _ = attempts.send(Attempt {
+        to: to.clone(),
+        digest_ok,
+        answer,
+    });
+    let refusal = match answer {
+        Login::Accept => None,
+        Login::RejectSecret => Some(
+            "<stream:error><not-authorized xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             </stream:error></stream:stream>"
+                .to_owned(),
+        ),
+        Login::Conflict => Some(
+            "<stream:error><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>\
+             <text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Component already connected</text>\
+             </stream:error></stream:stream>"
+                .to_owned(),
+        ),
+    };
+    if let Some(refusal) = refusal {
+        let _ = wr.write_all(refusal.as_bytes()).await;
+        let _ = wr.shutdown().await;
+        return;
+    }
+    let mut welcome = String::from("<handshake/>");
+    if script.advertise {
+        welcome.push_str(&prosody_advertisement(to.as_deref().unwrap_or("")));
+    }
+    for s in &script.stanzas {
+        welcome.push_str(s);
+    }
+    if wr.write_all(welcome.as_bytes()).await.is_err() {
+        return;
+    }
+
+    let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    let answer_pings = Arc::new(AtomicBool::new(script.answer_pings));
+    let conn = Conn {
+        stream_id,
+        commands: cmd_tx,
+        seen: seen_rx,
+        answer_pings: answer_pings.clone(),
+        history: Vec::new(),
+        footer: false,
+        eof: false,
+    };
+    if conns.send(conn).is_err() {
+        return;
+    }
+    session(reader, wr, cmd_rx, seen_tx, answer_pings).await;
+}
+
+/// The logged-in part: forwards what herald sends to the test, answers pings, obeys commands.
+async fn session(
+    mut reader: ElementReader,
+    mut wr: OwnedWriteHalf,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    seen: mpsc::UnboundedSender<Seen>,
+    answer_pings: Arc<AtomicBool>,
+) {
+    // The reader runs in its own task so that no read is ever cancelled half-way.
+    let (read_tx, mut read_rx) = mpsc::unbounded_channel();
+    let read_task = tokio::spawn(async move {
+        loop {
+            let item = match reader.next().await {
+                Ok(Some(el)) => Seen::Stanza(el),
+                Ok(None) if reader.footer => {
+                    let _ = read_tx.send(Seen::Footer);
+                    // Keep reading: the socket's end is reported separately.
+                    match reader.next().await {
+                        Ok(_) => Seen::Eof(None),
+                        Err(e) => Seen::Eof(Some(e.to_string())),
+                    }
+                }
+                Ok(None) => Seen::Eof(None),
+                Err(e) => Seen::Eof(Some(e.to_string())),
+            };
+            let end = matches!(item, Seen::Eof(_));
+            if read_tx.send(item).is_err() || end {
+                return;
+            }
+        }
+    });
+    let mut commands_open = true;
+    loop {
+        tokio::select! {
+            cmd = commands.recv(), if commands_open => match cmd {
+                Some(Command::Send(xml, done)) => {
+                    let _ = wr.write_all(xml.as_bytes()).await;
+                    let _ = done.send(());
+                }
+                Some(Command::Drop) => break,
+                // The test dropped its handle: keep serving (answering pings) until herald leaves.
+                None => commands_open = false,
+            },
+            item = read_rx.recv() => {
+                let Some(item) = item else { break };
+                let end = matches!(item, Seen::Eof(_));
+                match &item {
+                    Seen::Stanza(el) if answer_pings.load(Ordering::SeqCst) => {
+                        if let Some(pong) = ping_answer(el) {
+                            let _ = wr.write_all(pong.as_bytes()).await;
+                        }
+                    }
+                    // Like Prosody: close our side too.
+                    Seen::Footer => {
+                        let _ = wr.write_all(b"</stream:stream>").await;
+                        let _ = wr.shutdown().await;
+                    }
+                    _ => {}
+                }
+                let _ = seen.send(item);
+                if end {
+                    break;
+                }
+            }
+        }
+    }
+    read_task.abort();
+    // Dropping both halves closes the socket.
+}
+
+/// The server's answer to an XEP-0199 ping herald sends it.
+fn ping_answer(el: &Element) -> Option<String> {
+    if !el.is("iq", NS_COMPONENT)
+        || el.attr("type") != Some("get")
+        || !el.has_child("ping", NS_PING)
+    {
+        return None;
+    }
+    let id = el.attr("id").unwrap_or_default();
+    let from = el.attr("to").unwrap_or(SERVER_DOMAIN);
+    let to = el.attr("from").unwrap_or_default();
+    Some(format!(
+        "<iq type='result' id='{}' from='{}' to='{}'/>",
+        escape(id),
+        escape(from),
+        escape(to)
+    ))
+}
+
+/// Escapes text for an attribute value in single quotes.
+pub fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('\'', "&apos;")
+        .replace('"', "&quot;")
+}
+
+/// Reads a component stream from herald: the header, then one top-level element at a time.
+struct ElementReader {
+    parser: AsyncRawReader<BufReader<OwnedReadHalf>>,
+    tree: TreeBuilder,
+    footer: bool,
+}
+
+impl ElementReader {
+    fn new(rd: OwnedReadHalf) -> Self {
+        ElementReader {
+            parser: AsyncRawReader::new(BufReader::new(rd)),
+            tree: TreeBuilder::new(),
+            footer: false,
+        }
+    }
+
+    /// Reads the stream header; returns its `to`. (That the stanzas are in the
+    /// `jabber:component:accept` default namespace is checked on the handshake.)
+    async fn header(&mut self) -> std::io::Result<Option<String>> {
+        loop {
+            let Some(event) = self.parser.read().await? else {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            };
+            let head_closed = matches!(event, RawEvent::ElementHeadClose(_));
+            self.tree.process_event(event).map_err(invalid)?;
+            if head_closed && self.tree.depth() == 1 {
+                let root = self.tree.top().ok_or_else(|| invalid("no root"))?;
+                if !root.is("stream", NS_STREAMS) {
+                    return Err(invalid(format!("unexpected stream header {root:?}")));
+                }
+                return Ok(root.attr("to").map(str::to_owned));
+            }
+        }
+    }
+
+    /// The next top-level element; `None` at `</stream:stream>` or end of file.
+    async fn next(&mut self) -> std::io::Result<Option<Element>> {
+        if self.footer {
+            // Only the end of the socket can follow a footer.
+            return match self.parser.read().await? {
+                None => Ok(None),
+                Some(_) => Err(invalid("data after the stream footer")),
+            };
+        }
+        loop {
+            let Some(event) = self.parser.read().await? else {
+                return Ok(None);
+            };
+            let foot = matches!(event, RawEvent::ElementFoot(_));
+            self.tree.process_event(event).map_err(invalid)?;
+            if !foot {
+                continue;
+            }
+            match self.tree.depth() {
+                1 => {
+                    if let Some(el) = self.tree.unshift_child() {
+                        return Ok(Some(el));
+                    }
+                }
+                0 => {
+                    self.footer = true;
+                    return Ok(None);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+fn invalid(e: impl ToString) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}

@@ -167,16 +167,12 @@ impl SeqAllocator {
     }
 }
 
+/// On disk: `[show, status, priority, since_ms]` as JSON (texts may need unescaping, so owned).
 #[derive(Serialize, Deserialize)]
-struct StoredState<'a>(
-    #[serde(borrow)] Option<&'a str>,
-    #[serde(borrow)] Option<&'a str>,
-    i8,
-    i64,
-);
+struct StoredState(Option<String>, Option<String>, i8, i64);
 
 fn encode_state(s: &ResourceState) -> Vec<u8> {
-    let stored = StoredState(
+    let stored = (
         s.show.as_deref(),
         s.status.as_deref(),
         s.priority,

@@ -1,21 +1,25 @@
 //! Wires the tasks together. [`run`] takes the shutdown signal as a future, so tests run the
 //! whole component in-process.
 //!
-//! Shutdown order: the connection stops reading and drops its event sender; the presence service
-//! drains what it already received, publishes the resulting events, flushes the store and drops
-//! its handles; the connection sends everything queued, closes the stream and returns.
+//! Shutdown order: the connection stops dispatching inbound traffic and drops its event sender;
+//! the presence service drains what it already received, persists the resulting events into the
+//! outbox and flushes the store; the delivery workers send what is queued while deliveries
+//! succeed (what they cannot deliver stays in the outbox); once the last XMPP handle is gone the
+//! connection closes the stream.
 
 use std::future::Future;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::events::fanout::Fanout;
+use crate::outbox::worker::{self, Lane};
 use crate::presence::service::PresenceService;
-use crate::sinks::xmpp::XmppSink;
+use crate::sinks::xmpp::{self as xmpp_sink, XmppSink};
 use crate::store::Store;
 use crate::xmpp::connection::{self, ConnectionError};
 use crate::xmpp::{IqTracker, XmppHandle};
@@ -24,8 +28,8 @@ use crate::xmpp::{IqTracker, XmppHandle};
 const OUTBOUND_CAPACITY: usize = 4096;
 /// Capacity of the connection → presence service queue.
 const EVENTS_CAPACITY: usize = 8192;
-/// The longest a graceful shutdown may take before herald gives up waiting.
-const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(8);
+/// How long each shutdown stage may take before herald stops waiting for it.
+const STAGE_DEADLINE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -53,39 +57,61 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         &jid,
         settings.component.request_timeout,
     );
-    let sinks = settings
-        .xmpp_sinks
-        .iter()
-        .map(|s| XmppSink::new(handle.clone(), s.to.to_string()))
-        .collect();
-    // The connection ends its drain once every handle is gone: keep none here.
+
+    let workers_stop = CancellationToken::new();
+    let mut workers = JoinSet::new();
+    let mut lanes = Vec::new();
+    for s in &settings.xmpp_sinks {
+        let lane = Lane::new(store.sink_queue(&format!("xmpp:{}", s.to))?);
+        let sink = XmppSink::new(handle.clone(), s.to.to_string(), s.domain.clone());
+        workers.spawn(worker::run(
+            lane.clone(),
+            sink,
+            xmpp_sink::policy(),
+            workers_stop.clone(),
+        ));
+        lanes.push(lane);
+    }
+    // The connection closes the stream once every handle is gone: keep none here.
     drop(handle);
+
     let service = PresenceService::new(
         store.clone(),
         settings.presence.changes,
-        Fanout::new(sinks),
+        Fanout::new(lanes),
         &jid,
     )?;
     let (ev_tx, ev_rx) = mpsc::channel(EVENTS_CAPACITY);
-    let token = CancellationToken::new();
-    let presence = tokio::spawn(service.run(ev_rx));
+    let reader_stop = CancellationToken::new();
+    let mut presence = tokio::spawn(service.run(ev_rx));
     let mut conn = tokio::spawn(connection::run(
         settings.component.clone(),
         iq_tracker,
         out_rx,
         ev_tx,
-        token.clone(),
+        reader_stop.clone(),
     ));
-    info!(jid = %jid, server = %settings.component.server, sinks = settings.xmpp_sinks.len(), "herald started");
+    info!(jid = %jid, server = %settings.component.server, sinks = workers.len(), "herald started");
 
     let early = tokio::select! {
         _ = shutdown => None,
         r = &mut conn => Some(r),
     };
-    token.cancel();
+    info!("shutting down");
+    reader_stop.cancel();
+    if tokio::time::timeout(STAGE_DEADLINE, &mut presence).await.is_err() {
+        error!("the presence service did not stop within the shutdown deadline");
+        presence.abort();
+    }
+    workers_stop.cancel();
+    let workers_done = async { while workers.join_next().await.is_some() {} };
+    if tokio::time::timeout(STAGE_DEADLINE, workers_done).await.is_err() {
+        warn!("delivery workers did not finish within the shutdown deadline; undelivered events stay in the outbox");
+        workers.abort_all();
+    }
     let conn_result = match early {
         Some(r) => r,
-        None => match tokio::time::timeout(SHUTDOWN_DEADLINE, &mut conn).await {
+        None => match tokio::time::timeout(STAGE_DEADLINE, &mut conn).await {
             Ok(r) => r,
             Err(_) => {
                 error!("the connection did not close within the shutdown deadline");
@@ -94,11 +120,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             }
         },
     };
-    match tokio::time::timeout(SHUTDOWN_DEADLINE, presence).await {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => return Err(RunError::Task(e.to_string())),
-        Err(_) => error!("the presence service did not stop within the shutdown deadline"),
-    }
     store.flush().await?;
     match conn_result {
         Ok(r) => r?,

@@ -8,7 +8,8 @@
 //!    `HERALD_PRESENCE__CHANGES=all`). Every struct denies unknown keys, durations are strings
 //!    such as `"30s"` or `"1m 30s"`.
 //! 2. **Validated** ([`Settings`]): typed values ([`BareJid`], resolved secret, resolved server
-//!    user) whose invariants hold (e.g. `keepalive < read_timeout / 2`).
+//!    user, parsed webhook URL and headers) whose invariants hold (e.g. `keepalive <
+//!    read_timeout / 2`, sink names unique).
 //!
 //! Both stages report *every* problem they find, each with the key it concerns, as
 //! [`ConfigErrors`]: an operator fixes a file in one round, and `herald check-config` prints the
@@ -22,6 +23,7 @@
 //! secret like `0123` stays a string; other values are parsed like TOML values (`all`, `30s`,
 //! `16777216`, `["a@example.org"]`).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +31,8 @@ use std::time::Duration;
 use figment::providers::{Env, Format, Toml};
 use figment::value::{Dict, Map, Value};
 use figment::{Figment, Metadata, Profile, Provider};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::Url;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use xmpp_parsers::jid::{BareJid, DomainPart, NodePart};
@@ -54,6 +58,19 @@ const ENV_STRING_KEYS: &[&str] = &[
 const ENV_SOURCE: &str = "`HERALD_` environment variable(s)";
 const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Largest `batch_max` of a webhook sink.
+pub const MAX_WEBHOOK_BATCH: usize = 10_000;
+/// Longest sink name (it names the sink's queue in the store and appears in every log line).
+const MAX_SINK_NAME: usize = 128;
+/// Headers a webhook sink sets itself (or HTTP framing needs): not configurable in `headers`.
+/// Every `X-Herald-…` name is reserved as well.
+const RESERVED_HEADERS: &[&str] = &[
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+];
 
 // ---------------------------------------------------------------------------------------------
 // Loading
@@ -329,9 +346,11 @@ fn figment_problems(
                         expected.join(", ")
                     )
                 }
-                // Never echo what was found under a key named `secret`: it may be the secret.
+                // Never echo what was found under a key named `secret`, or in a webhook's
+                // `headers`: it may be the secret (or a bearer token).
                 Kind::InvalidType(_, expected) | Kind::InvalidValue(_, expected)
-                    if e.path.last().is_some_and(|k| k == "secret") =>
+                    if e.path.last().is_some_and(|k| k == "secret")
+                        || e.path.iter().any(|k| k == "headers") =>
                 {
                     format!("expected {expected}")
                 }
@@ -413,7 +432,8 @@ fn io_message(e: &std::io::Error) -> String {
 // Shared value types
 // ---------------------------------------------------------------------------------------------
 
-/// A secret (component password): `Debug` prints `<redacted>`, there is no `Display`.
+/// A secret (component password, webhook HMAC key, webhook header value): `Debug` prints
+/// `<redacted>`, there is no `Display`.
 #[derive(Clone, Deserialize)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -423,7 +443,7 @@ impl Secret {
         Secret(secret)
     }
 
-    /// The secret itself; call only where it is used (the handshake), never to log it.
+    /// The secret itself; call only where it is used (the handshake, signing), never to log it.
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -599,6 +619,10 @@ pub struct SinksConfig {
     /// `[[sinks.xmpp]]`: server users that receive every event as a `<message/>`.
     /// Default: none. Example: `[[sinks.xmpp]]` `domain = "example.org"`.
     pub xmpp: Vec<XmppSinkConfig>,
+    /// `[[sinks.webhook]]`: HTTP endpoints that receive batches of events as a JSON array, with
+    /// durable delivery (outbox, retry, dead letters). Default: none.
+    /// Example: `[[sinks.webhook]]` `url = "https://game.example.org/hooks/presence"`.
+    pub webhook: Vec<WebhookSinkConfig>,
 }
 
 /// One `[[sinks.xmpp]]` entry.
@@ -611,6 +635,78 @@ pub struct XmppSinkConfig {
     /// Example: `server_user = "world"`.
     #[serde(default)]
     pub server_user: Option<String>,
+}
+
+/// One `[[sinks.webhook]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSinkConfig {
+    /// The endpoint herald `POST`s batches to: an `http` or `https` URL, without credentials
+    /// (`user:password@`; use `headers` instead, they are never logged). Required.
+    /// Example: `url = "https://game.example.org/hooks/presence"`.
+    pub url: Option<String>,
+    /// The sink's name in logs, metrics and the store: the store keys the sink's queue and dead
+    /// letters by it, so renaming a sink (or, without a `name`, changing its URL) starts a new,
+    /// empty queue and leaves the old one's undelivered events behind. Unique among all sinks
+    /// (XMPP sinks are named `xmpp:<server user>`); at most 128 characters, no control
+    /// characters. Set it when the URL's path holds a token. Default: the URL's host, port (if
+    /// not the scheme's default) and path without the trailing `/`, e.g.
+    /// `"game.example.org/hooks/presence"`. Example: `name = "game"`.
+    pub name: Option<String>,
+    /// HMAC-SHA256 key: each request carries `X-Herald-Signature: sha256=<hex HMAC of the
+    /// body>`. At most one of `secret` and `secret_file`; neither means unsigned requests.
+    /// No default. Example: `secret = "0b7c…"`.
+    pub secret: Option<Secret>,
+    /// A file holding the HMAC key (trailing whitespace and newline trimmed, must not be empty).
+    /// No default. Example: `secret_file = "/run/secrets/herald-webhook"`.
+    pub secret_file: Option<PathBuf>,
+    /// Extra request headers, name → value, e.g. for the endpoint's authentication. Values are
+    /// treated as secrets (never logged). `Content-Type`, `Content-Length`, `Transfer-Encoding`,
+    /// `Host`, `Connection` and every `X-Herald-…` header are herald's and cannot be set.
+    /// Default: none. Example: `headers = { Authorization = "Bearer 3q2+7w==" }`.
+    pub headers: BTreeMap<String, Secret>,
+    /// Longest time one delivery attempt may take, from connecting to reading the answer;
+    /// more than 0. Default: `"10s"`. Example: `timeout = "30s"`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Most events in one request, 1..=10000. Default: `500`. Example: `batch_max = 100`.
+    pub batch_max: usize,
+    /// When fewer than `batch_max` events are queued, how long the worker waits for more before
+    /// sending a smaller batch; `"0ms"` sends at once. Default: `"0ms"`.
+    /// Example: `batch_delay = "200ms"`.
+    #[serde(with = "humantime_serde")]
+    pub batch_delay: Duration,
+    /// Most undelivered events kept for this sink (at least 1); beyond it the oldest move to the
+    /// dead letters, so a dead endpoint cannot fill the disk. Default: `1000000`.
+    /// Example: `max_backlog = 100000`.
+    pub max_backlog: usize,
+    /// First delay before retrying a failed batch (doubled, with jitter, after each failure);
+    /// more than 0. Default: `"1s"`. Example: `retry_min = "500ms"`.
+    #[serde(with = "humantime_serde")]
+    pub retry_min: Duration,
+    /// Cap of the retry delay; at least `retry_min`. A `Retry-After` from the endpoint (on 429
+    /// and 503, at most one hour) replaces the delay. Default: `"5m"`.
+    /// Example: `retry_max = "1m"`.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+impl Default for WebhookSinkConfig {
+    fn default() -> Self {
+        WebhookSinkConfig {
+            url: None,
+            name: None,
+            secret: None,
+            secret_file: None,
+            headers: BTreeMap::new(),
+            timeout: Duration::from_secs(10),
+            batch_max: 500,
+            batch_delay: Duration::ZERO,
+            max_backlog: 1_000_000,
+            retry_min: Duration::from_secs(1),
+            retry_max: Duration::from_secs(5 * 60),
+        }
+    }
 }
 
 /// `[admin]`.
@@ -634,6 +730,8 @@ pub struct Settings {
     pub presence: PresenceSettings,
     /// One per `[[sinks.xmpp]]`, in file order, no two with the same `to`.
     pub xmpp_sinks: Vec<XmppSinkSettings>,
+    /// One per `[[sinks.webhook]]`, in file order. No two sinks of any kind share a `name`.
+    pub webhook_sinks: Vec<WebhookSinkSettings>,
     pub admin: AdminSettings,
 }
 
@@ -681,11 +779,38 @@ pub struct PresenceSettings {
 /// One `[[sinks.xmpp]]`, validated and resolved.
 #[derive(Debug, Clone)]
 pub struct XmppSinkSettings {
+    /// `xmpp:<to>`, e.g. `xmpp:world@example.org`: the sink's id in logs and the store.
+    pub name: String,
     pub domain: String,
     /// From the config, else env `WORLD_SERVER_USERNAME`, else `"server"`.
     pub server_user: String,
     /// `server_user@domain`: where the event messages go.
     pub to: BareJid,
+}
+
+/// One `[[sinks.webhook]]`, validated; see [`WebhookSinkConfig`] for meanings.
+#[derive(Debug, Clone)]
+pub struct WebhookSinkSettings {
+    /// `http` or `https`, with a host, without credentials.
+    pub url: Url,
+    /// Unique among all sinks; 1..=128 characters, no control characters.
+    pub name: String,
+    /// The HMAC-SHA256 key, from `secret` or `secret_file`; never empty.
+    pub secret: Option<Secret>,
+    /// Valid names and values, none reserved; every value is marked sensitive (its `Debug`
+    /// prints `Sensitive`).
+    pub headers: HeaderMap,
+    /// Non-zero.
+    pub timeout: Duration,
+    /// In 1..=10000.
+    pub batch_max: usize,
+    pub batch_delay: Duration,
+    /// At least 1.
+    pub max_backlog: usize,
+    /// Non-zero.
+    pub retry_min: Duration,
+    /// At least `retry_min`.
+    pub retry_max: Duration,
 }
 
 /// `[admin]`, validated.
@@ -711,19 +836,30 @@ impl Settings {
         let store = store_settings(raw.store, &mut problems);
         let presence = presence_settings(raw.presence, &mut problems);
         let xmpp_sinks = xmpp_sinks(raw.sinks.xmpp, world_server_username, &mut problems);
+        let taken: Vec<(String, String)> = xmpp_sinks
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), format!("sinks.xmpp[{i}]")))
+            .collect();
+        let webhook_sinks = webhook_sinks(raw.sinks.webhook, taken, &mut problems);
         let admin = admin_settings(raw.admin, &mut problems);
-        match (component, store, presence, xmpp_sinks, admin) {
-            (Some(component), Some(store), Some(presence), Some(xmpp_sinks), Some(admin))
-                if problems.0.is_empty() =>
-            {
-                Ok(Settings {
-                    component,
-                    store,
-                    presence,
-                    xmpp_sinks,
-                    admin,
-                })
-            }
+        match (component, store, presence, xmpp_sinks, webhook_sinks, admin) {
+            (
+                Some(component),
+                Some(store),
+                Some(presence),
+                Some(xmpp_sinks),
+                Some(webhook_sinks),
+                Some(admin),
+            ) if problems.0.is_empty() => Ok(Settings {
+                component,
+                store,
+                presence,
+                xmpp_sinks,
+                webhook_sinks,
+                admin,
+            }),
             _ => Err(ConfigErrors(problems.0)),
         }
     }
@@ -747,7 +883,7 @@ fn component_settings(raw: ComponentConfig, p: &mut Problems) -> Option<Componen
             None
         }
         (Some(secret), None) => Some(secret),
-        (None, Some(path)) => read_secret_file(path, p),
+        (None, Some(path)) => read_secret_file("component.secret_file", path, p),
     };
     let server = match check_server(&raw.server) {
         Ok(()) => Some(raw.server),
@@ -874,12 +1010,224 @@ fn xmpp_sinks(
             continue;
         }
         sinks.push(XmppSinkSettings {
+            name: format!("xmpp:{to}"),
             domain: domain.domain().to_string(),
             server_user: node.to_string(),
             to,
         });
     }
     ok.then_some(sinks)
+}
+
+/// Validates the webhook sinks; `taken` lists the names already used (by XMPP sinks), with the
+/// key of their entry.
+fn webhook_sinks(
+    raw: Vec<WebhookSinkConfig>,
+    mut taken: Vec<(String, String)>,
+    p: &mut Problems,
+) -> Option<Vec<WebhookSinkSettings>> {
+    let mut sinks = Vec::with_capacity(raw.len());
+    let mut ok = true;
+    for (i, sink) in raw.into_iter().enumerate() {
+        let key = format!("sinks.webhook[{i}]");
+        match webhook_sink(&key, sink, &taken, p) {
+            Some(sink) => {
+                taken.push((sink.name.clone(), key));
+                sinks.push(sink);
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(sinks)
+}
+
+fn webhook_sink(
+    key: &str,
+    raw: WebhookSinkConfig,
+    taken: &[(String, String)],
+    p: &mut Problems,
+) -> Option<WebhookSinkSettings> {
+    let url = match &raw.url {
+        None => {
+            p.push(format!("{key}.url"), "required key is missing");
+            None
+        }
+        Some(url) => webhook_url(&format!("{key}.url"), url, p),
+    };
+    let name = match (&raw.name, &url) {
+        (Some(name), _) => sink_name(&format!("{key}.name"), name, taken, "", p),
+        (None, Some(url)) => sink_name(
+            &format!("{key}.name"),
+            &default_sink_name(url),
+            taken,
+            " (derived from url; set a distinct name)",
+            p,
+        ),
+        (None, None) => None,
+    };
+    let secret = match (raw.secret, &raw.secret_file) {
+        (Some(_), Some(_)) => {
+            p.push(key, "set at most one of secret or secret_file");
+            Err(())
+        }
+        (Some(secret), None) if secret.expose().is_empty() => {
+            p.push(format!("{key}.secret"), "must not be empty");
+            Err(())
+        }
+        (Some(secret), None) => Ok(Some(secret)),
+        (None, Some(path)) => read_secret_file(&format!("{key}.secret_file"), path, p)
+            .map(Some)
+            .ok_or(()),
+        (None, None) => Ok(None),
+    };
+    let headers = webhook_headers(&format!("{key}.headers"), &raw.headers, p);
+    let mut ok = non_zero(&format!("{key}.timeout"), raw.timeout, p)
+        & non_zero(&format!("{key}.retry_min"), raw.retry_min, p);
+    if !(1..=MAX_WEBHOOK_BATCH).contains(&raw.batch_max) {
+        p.push(
+            format!("{key}.batch_max"),
+            format!("must be in 1..={MAX_WEBHOOK_BATCH}"),
+        );
+        ok = false;
+    }
+    if raw.max_backlog == 0 {
+        p.push(format!("{key}.max_backlog"), "must be at least 1");
+        ok = false;
+    }
+    if raw.retry_max < raw.retry_min {
+        p.push(
+            format!("{key}.retry_max"),
+            format!("must be at least retry_min ({})", human(raw.retry_min)),
+        );
+        ok = false;
+    }
+    let (url, name, secret, headers) = (url?, name?, secret.ok()?, headers?);
+    ok.then_some(WebhookSinkSettings {
+        url,
+        name,
+        secret,
+        headers,
+        timeout: raw.timeout,
+        batch_max: raw.batch_max,
+        batch_delay: raw.batch_delay,
+        max_backlog: raw.max_backlog,
+        retry_min: raw.retry_min,
+        retry_max: raw.retry_max,
+    })
+}
+
+/// An absolute `http(s)` URL without credentials. The URL itself is not echoed: its path or
+/// query may hold a token.
+fn webhook_url(key: &str, value: &str, p: &mut Problems) -> Option<Url> {
+    let url = match Url::parse(value) {
+        Ok(url) => url,
+        Err(e) => {
+            p.push(key, format!("not a valid URL: {e}"));
+            return None;
+        }
+    };
+    if !matches!(url.scheme(), "http" | "https") {
+        p.push(
+            key,
+            format!("scheme must be http or https, not {:?}", url.scheme()),
+        );
+        return None;
+    }
+    if url.host_str().unwrap_or_default().is_empty() {
+        p.push(key, "has no host");
+        return None;
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        p.push(
+            key,
+            "must not contain credentials (user:password@): set headers.Authorization instead",
+        );
+        return None;
+    }
+    Some(url)
+}
+
+/// `host[:port]/path` without the trailing `/`.
+fn default_sink_name(url: &Url) -> String {
+    let mut name = url.host_str().unwrap_or_default().to_owned();
+    if let Some(port) = url.port() {
+        name.push_str(&format!(":{port}"));
+    }
+    name.push_str(url.path().trim_end_matches('/'));
+    name
+}
+
+/// A valid sink name that no sink in `taken` uses yet; `note` explains where it came from.
+fn sink_name(
+    key: &str,
+    name: &str,
+    taken: &[(String, String)],
+    note: &str,
+    p: &mut Problems,
+) -> Option<String> {
+    if name.is_empty() {
+        p.push(key, "must not be empty");
+        return None;
+    }
+    if name.chars().count() > MAX_SINK_NAME {
+        p.push(
+            key,
+            format!("must be at most {MAX_SINK_NAME} characters{note}"),
+        );
+        return None;
+    }
+    if name.chars().any(char::is_control) {
+        p.push(key, "must not contain control characters");
+        return None;
+    }
+    if let Some((_, other)) = taken.iter().find(|(used, _)| used == name) {
+        p.push(
+            key,
+            format!("{name:?} is already the name of {other}{note}"),
+        );
+        return None;
+    }
+    Some(name.to_owned())
+}
+
+/// The configured extra headers, values marked sensitive. Values are never echoed.
+fn webhook_headers(
+    key: &str,
+    raw: &BTreeMap<String, Secret>,
+    p: &mut Problems,
+) -> Option<HeaderMap> {
+    let mut headers = HeaderMap::with_capacity(raw.len());
+    let mut ok = true;
+    for (name, value) in raw {
+        let key = format!("{key}.{name}");
+        let Ok(header) = HeaderName::from_bytes(name.as_bytes()) else {
+            p.push(key, format!("{name:?} is not a valid header name"));
+            ok = false;
+            continue;
+        };
+        if RESERVED_HEADERS.contains(&header.as_str()) || header.as_str().starts_with("x-herald-") {
+            p.push(key, "is set by herald and cannot be configured");
+            ok = false;
+            continue;
+        }
+        let Ok(mut value) = HeaderValue::from_str(value.expose()) else {
+            p.push(
+                key,
+                "is not a valid header value (visible ASCII characters, spaces and tabs only)",
+            );
+            ok = false;
+            continue;
+        };
+        value.set_sensitive(true);
+        if headers.insert(header, value).is_some() {
+            p.push(
+                key,
+                "same header as another entry (names are case-insensitive)",
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(headers)
 }
 
 fn admin_settings(raw: AdminConfig, p: &mut Problems) -> Option<AdminSettings> {
@@ -932,19 +1280,17 @@ fn domain_jid(key: &str, value: &str, p: &mut Problems) -> Option<BareJid> {
     }
 }
 
-fn read_secret_file(path: &Path, p: &mut Problems) -> Option<Secret> {
+/// Reads the secret in `path` (the value of `key`), trailing whitespace trimmed.
+fn read_secret_file(key: &str, path: &Path, p: &mut Problems) -> Option<Secret> {
     match std::fs::read_to_string(path) {
         Ok(text) if text.trim_end().is_empty() => {
-            p.push(
-                "component.secret_file",
-                format!("{} is empty", path.display()),
-            );
+            p.push(key, format!("{} is empty", path.display()));
             None
         }
         Ok(text) => Some(Secret::new(text.trim_end().to_owned())),
         Err(e) => {
             p.push(
-                "component.secret_file",
+                key,
                 format!("cannot read {}: {}", path.display(), io_message(&e)),
             );
             None

@@ -27,6 +27,7 @@
 //!   runs in-process in tests.
 
 pub mod app;
+pub mod outbox;
 pub mod backoff;
 pub mod config;
 pub mod events;

@@ -1,25 +1,34 @@
-//! Hands every event to every configured sink, in `seq` order.
+//! Hands every event to every configured sink: one durable push per sink queue (persist first),
+//! then the sink's worker is woken. Called in event order, so each queue is in `seq` order.
 
 use super::PresenceEvent;
-use crate::sinks::xmpp::XmppSink;
-use crate::xmpp::handle::Closed;
+use crate::outbox::worker::Lane;
+use crate::store::StoreError;
 
-/// The set of sinks. Owned by the presence service; `publish` is awaited in event order, so each
-/// sink sees events in `seq` order.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Fanout {
-    xmpp: Vec<XmppSink>,
+    lanes: Vec<Lane>,
 }
 
 impl Fanout {
-    pub fn new(xmpp: Vec<XmppSink>) -> Self {
-        Fanout { xmpp }
+    pub fn new(lanes: Vec<Lane>) -> Self {
+        Fanout { lanes }
     }
 
-    pub async fn publish(&self, event: &PresenceEvent) -> Result<(), Closed> {
-        for sink in &self.xmpp {
-            sink.deliver(event).await?;
+    /// Persists `event` into every sink's queue. An error means the store refused the write:
+    /// the event may be missing from some queues.
+    pub fn publish(&self, event: &PresenceEvent) -> Result<(), StoreError> {
+        if self.lanes.is_empty() {
+            return Ok(());
+        }
+        let json = event.to_json();
+        for lane in &self.lanes {
+            lane.push(event.seq, json.as_bytes())?;
         }
         Ok(())
+    }
+
+    pub fn lanes(&self) -> &[Lane] {
+        &self.lanes
     }
 }

@@ -7,7 +7,7 @@
 //! snapshot did not confirm are reported offline (`source: "resync"`).
 
 use tokio::sync::mpsc;
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
 use super::privileges::{missing_presence_help, Privileges};
 use super::tracker::{Outcome, StoreOp, Tracker};
@@ -113,8 +113,24 @@ impl PresenceService {
         }
     }
 
-    /// Persists an outcome, then publishes its event.
+    /// Publishes an outcome's event into the outbox, then persists the table change. In that
+    /// order, a crash in between can only repeat an event (the next snapshot re-derives it),
+    /// never lose one.
     async fn settle(&mut self, outcome: Outcome) {
+        if let Some((source, args)) = outcome.event {
+            match self.seq.next_seq() {
+                Ok(seq) => {
+                    let event = PresenceEvent::new(seq, now_millis(), source, args);
+                    if let Err(e) = self.fanout.publish(&event) {
+                        error!(seq, user = %event.args.user, error = %e, "cannot persist an event into the outbox");
+                    }
+                }
+                Err(e) => {
+                    // Without a reserved seq the promise "never reused" could break: say so loudly.
+                    error!(error = %e, user = %args.user, "cannot reserve an event sequence number; event not emitted");
+                }
+            }
+        }
         let stored = match &outcome.store {
             StoreOp::Nothing => Ok(()),
             StoreOp::Put(jid, state) => self.store.put_presence(jid, state),
@@ -122,21 +138,6 @@ impl PresenceService {
         };
         if let Err(e) = stored {
             error!(error = %e, "cannot persist a presence change; the table on disk is stale until the next snapshot");
-        }
-        let Some((source, args)) = outcome.event else {
-            return;
-        };
-        let seq = match self.seq.next_seq() {
-            Ok(seq) => seq,
-            Err(e) => {
-                // Without a persisted seq the promise "never reused" could break: drop loudly.
-                error!(error = %e, user = %args.user, "cannot reserve an event sequence number; event not emitted");
-                return;
-            }
-        };
-        let event = PresenceEvent::new(seq, now_millis(), source, args);
-        if self.fanout.publish(&event).await.is_err() {
-            warn!(seq, "an event could not be handed to every sink");
         }
     }
 

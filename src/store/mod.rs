@@ -9,6 +9,8 @@
 //! (group commit) and on [`Store::flush`] (graceful shutdown). A crash of herald or a power cut
 //! can lose the writes of the last interval, never more; what was flushed survives both.
 
+pub mod queue;
+
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};

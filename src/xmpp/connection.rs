@@ -404,29 +404,44 @@ impl Session<'_> {
         self.counter
     }
 
-    /// Shutdown: stop reading, let the consumers finish (dropping our event sender ends the
-    /// presence service once it has drained), send what they queue, then close the stream.
+    /// Shutdown: stop dispatching inbound traffic (dropping the event sender ends the presence
+    /// service once it has drained), keep writing what the sinks queue and keep routing IQ
+    /// answers (the XMPP sinks await a ping answer as their acknowledgement), until every handle
+    /// is gone; then close the stream.
     async fn drain_and_close(&mut self) -> SessionEnd {
         *self.events = None;
         let deadline = Instant::now() + DRAIN_DEADLINE;
         loop {
-            match tokio::time::timeout_at(deadline, self.outbound.recv()).await {
-                Ok(Some(el)) => {
-                    if self.write(el).await.is_err() {
-                        warn!("connection lost while flushing queued stanzas");
+            tokio::select! {
+                out = self.outbound.recv() => match out {
+                    Some(el) => {
+                        if self.write(el).await.is_err() {
+                            warn!("connection lost while flushing queued stanzas");
+                            return SessionEnd::Shutdown;
+                        }
+                    }
+                    None => break,
+                },
+                read = self.stream.next() => match read {
+                    Some(Ok(el)) => {
+                        if let Inbound::IqResponse { .. } = classify(&el) {
+                            self.tracker.resolve(el);
+                        }
+                    }
+                    Some(Err(ReadError::SoftTimeout)) | Some(Err(ReadError::ParseError(_))) => {}
+                    _ => {
+                        warn!("the server closed the stream while herald was flushing");
                         return SessionEnd::Shutdown;
                     }
-                }
-                Ok(None) => break,
-                Err(_) => {
+                },
+                _ = tokio::time::sleep_until(deadline) => {
                     warn!("queued stanzas not flushed within the shutdown deadline");
                     break;
                 }
             }
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
         match tokio::time::timeout(
-            remaining.max(Duration::from_millis(500)),
+            Duration::from_secs(2),
             SinkExt::<&Element>::close(&mut self.stream),
         )
         .await

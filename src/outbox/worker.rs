@@ -1,0 +1,245 @@
+//! One delivery worker per sink: the only reader of that sink's queue head.
+//!
+//! Loop: trim the backlog to `max_backlog` (oldest → dead letters), take up to `batch_max`
+//! events, deliver them through the [`Transport`], and act on the [`Verdict`]. While a batch is
+//! retried nothing after it is attempted, so delivery is in `seq` order. On shutdown the worker
+//! keeps delivering what is queued while deliveries succeed, and stops at the first failure:
+//! what is left stays in the store for the next start.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use super::{Batch, Transport, Verdict};
+use crate::backoff::Backoff;
+use crate::events::now_millis;
+use crate::store::queue::{QueuedEvent, SinkQueue};
+use crate::store::StoreError;
+
+/// How a worker batches and retries.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub batch_max: usize,
+    /// When fewer than `batch_max` events are queued, wait this long for more.
+    pub batch_delay: Duration,
+    pub max_backlog: usize,
+    pub retry_min: Duration,
+    pub retry_max: Duration,
+}
+
+/// Counters of one sink, readable while it runs.
+#[derive(Debug, Default)]
+pub struct SinkStats {
+    pub backlog: AtomicUsize,
+    pub delivered: AtomicU64,
+    pub batches: AtomicU64,
+    pub retries: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+/// The producer side of one sink's queue: persist, count, wake.
+#[derive(Clone)]
+pub struct Lane {
+    queue: SinkQueue,
+    wake: Arc<Notify>,
+    stats: Arc<SinkStats>,
+}
+
+impl Lane {
+    /// Opens a lane over `queue`, counting what a previous run left in it.
+    pub fn new(queue: SinkQueue) -> Lane {
+        let stats = SinkStats::default();
+        stats.backlog.store(queue.count(), Ordering::Relaxed);
+        Lane {
+            queue,
+            wake: Arc::new(Notify::new()),
+            stats: Arc::new(stats),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.queue.name()
+    }
+
+    pub fn stats(&self) -> Arc<SinkStats> {
+        self.stats.clone()
+    }
+
+    /// Persists one event into the queue, then wakes the worker.
+    pub fn push(&self, seq: u64, json: &[u8]) -> Result<(), StoreError> {
+        self.queue.push(seq, json)?;
+        self.stats.backlog.fetch_add(1, Ordering::Relaxed);
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// Delivers the lane's queue through `transport` until `shutdown`.
+pub async fn run<T: Transport>(
+    lane: Lane,
+    transport: T,
+    policy: Policy,
+    shutdown: CancellationToken,
+) {
+    let sink = transport.describe();
+    let mut backoff = Backoff::new(policy.retry_min, policy.retry_max);
+    info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "delivery worker started");
+    loop {
+        trim_backlog(&lane, &policy, &sink);
+        let events = match lane.queue.peek(policy.batch_max) {
+            Ok(e) => e,
+            Err(e) => {
+                error!(sink = %sink, error = %e, "cannot read the outbox; retrying in 1s");
+                if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        if events.is_empty() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = lane.wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            continue;
+        }
+        let events = if events.len() < policy.batch_max
+            && !policy.batch_delay.is_zero()
+            && !shutdown.is_cancelled()
+        {
+            // Let the batch fill a little, then take whatever is there.
+            sleep_or_shutdown(policy.batch_delay, &shutdown).await;
+            match lane.queue.peek(policy.batch_max) {
+                Ok(fuller) if !fuller.is_empty() => fuller,
+                _ => events,
+            }
+        } else {
+            events
+        };
+        if deliver_until_settled(&lane, &transport, &policy, &sink, &mut backoff, &shutdown, events)
+            .await
+        {
+            return;
+        }
+    }
+}
+
+/// Delivers one batch until it is acknowledged, dead-lettered, or abandoned because the backlog
+/// trim took it. Returns true when the worker must stop.
+async fn deliver_until_settled<T: Transport>(
+    lane: &Lane,
+    transport: &T,
+    policy: &Policy,
+    sink: &str,
+    backoff: &mut Backoff,
+    shutdown: &CancellationToken,
+    events: Vec<QueuedEvent>,
+) -> bool {
+    // The id names the batch's seq range: the same batch keeps it across retries and restarts.
+    let id = format!(
+        "{}-{}",
+        events.first().map(|e| e.seq).unwrap_or(0),
+        events.last().map(|e| e.seq).unwrap_or(0)
+    );
+    let batch = Batch { id, events };
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let verdict = transport.deliver(&batch).await;
+        match verdict {
+            Verdict::Delivered => {
+                if let Err(e) = lane.queue.ack(&batch.events) {
+                    // The batch stays queued and will be delivered again: a duplicate, not a loss.
+                    error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
+                }
+                settle(lane, batch.events.len());
+                lane.stats.delivered.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                lane.stats.batches.fetch_add(1, Ordering::Relaxed);
+                debug!(sink = %sink, batch = %batch.id, events = batch.events.len(), attempt, "delivered");
+                backoff.reset();
+                return false;
+            }
+            Verdict::DeadLetter { reason } => {
+                error!(sink = %sink, batch = %batch.id, first_seq = batch.first_seq(), last_seq = batch.last_seq(), events = batch.events.len(), reason = %reason, "endpoint refused the batch; moved to dead letters (list them with `herald dead-letters list`)");
+                if let Err(e) = lane.queue.dead_letter(&batch.events, &reason, now_millis()) {
+                    error!(sink = %sink, error = %e, "cannot move a batch to the dead letters; it stays queued");
+                    return sleep_or_shutdown(Duration::from_secs(1), shutdown).await;
+                }
+                settle(lane, batch.events.len());
+                lane.stats.dead_lettered.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                backoff.reset();
+                return false;
+            }
+            Verdict::Retry { after, reason } => {
+                lane.stats.retries.fetch_add(1, Ordering::Relaxed);
+                if shutdown.is_cancelled() {
+                    info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
+                    return true;
+                }
+                let delay = after.unwrap_or_else(|| backoff.next_delay());
+                warn!(sink = %sink, batch = %batch.id, attempt, retry_in = ?delay, reason = %reason, "delivery failed; will retry");
+                let deadline = Instant::now() + delay;
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = shutdown.cancelled() => return true,
+                        _ = lane.wake.notified() => {
+                            if lane.stats.backlog.load(Ordering::Relaxed) > policy.max_backlog {
+                                // The trim will take the oldest events, maybe this batch.
+                                return false;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn settle(lane: &Lane, n: usize) {
+    let _ = lane
+        .stats
+        .backlog
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n)));
+}
+
+/// Bounded disk: when the backlog passes `max_backlog`, the oldest events go to the dead letters.
+fn trim_backlog(lane: &Lane, policy: &Policy, sink: &str) {
+    let backlog = lane.stats.backlog.load(Ordering::Relaxed);
+    if backlog <= policy.max_backlog {
+        return;
+    }
+    let excess = backlog - policy.max_backlog;
+    let oldest = match lane.queue.peek(excess) {
+        Ok(e) => e,
+        Err(e) => {
+            error!(sink = %sink, error = %e, "cannot read the outbox to trim the backlog");
+            return;
+        }
+    };
+    let reason = format!("backlog exceeded max_backlog ({})", policy.max_backlog);
+    match lane.queue.dead_letter(&oldest, &reason, now_millis()) {
+        Ok(()) => {
+            error!(sink = %sink, events = oldest.len(), first_seq = oldest.first().map(|e| e.seq), last_seq = oldest.last().map(|e| e.seq), max_backlog = policy.max_backlog, "backlog over max_backlog: oldest events moved to dead letters");
+            settle(lane, oldest.len());
+            lane.stats.dead_lettered.fetch_add(oldest.len() as u64, Ordering::Relaxed);
+        }
+        Err(e) => error!(sink = %sink, error = %e, "cannot move events to the dead letters"),
+    }
+}
+
+/// Sleeps; returns true if shutdown came first.
+async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = shutdown.cancelled() => true,
+    }
+}

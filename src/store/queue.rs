@@ -1,0 +1,278 @@
+//! Per-sink queues and dead letters.
+//!
+//! Trees, for a sink named `NAME`:
+//! - `queue/NAME`: `seq` (u64 BE, so iteration is in `seq` order) → the event's JSON text.
+//! - `dead/NAME`: `seq` → [`DeadLetter`] record: `at_ms` (i64 BE) · reason length (u32 BE) ·
+//!   reason · the event's JSON text.
+//!
+//! Moving records between the two trees writes the destination first, then removes the source:
+//! a crash in between leaves a copy in both, which means a duplicate delivery later, never a loss.
+
+use sled::{Batch as SledBatch, IVec, Tree};
+
+use super::{Store, StoreError};
+
+const QUEUE_PREFIX: &str = "queue/";
+const DEAD_PREFIX: &str = "dead/";
+
+/// One queued event: its `seq` and JSON text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueuedEvent {
+    pub seq: u64,
+    pub json: IVec,
+}
+
+/// An event a sink gave up on, with the answer that killed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    pub seq: u64,
+    pub at_ms: i64,
+    pub reason: String,
+    pub json: Vec<u8>,
+}
+
+/// The queue and dead letters of one sink. Cheap to clone.
+#[derive(Clone)]
+pub struct SinkQueue {
+    name: String,
+    queue: Tree,
+    dead: Tree,
+}
+
+impl Store {
+    /// Opens (or creates) the queue of sink `name`.
+    pub fn sink_queue(&self, name: &str) -> Result<SinkQueue, StoreError> {
+        Ok(SinkQueue {
+            name: name.to_owned(),
+            queue: self.db.open_tree(format!("{QUEUE_PREFIX}{name}"))?,
+            dead: self.db.open_tree(format!("{DEAD_PREFIX}{name}"))?,
+        })
+    }
+
+    /// Names of every sink that has a queue or dead letters in the store.
+    pub fn sink_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .db
+            .tree_names()
+            .iter()
+            .filter_map(|n| {
+                let n = String::from_utf8_lossy(n);
+                n.strip_prefix(QUEUE_PREFIX)
+                    .or_else(|| n.strip_prefix(DEAD_PREFIX))
+                    .map(str::to_owned)
+            })
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+impl SinkQueue {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Appends an event (not yet flushed: the store's group commit does that).
+    pub fn push(&self, seq: u64, json: &[u8]) -> Result<(), StoreError> {
+        self.queue.insert(seq.to_be_bytes(), json)?;
+        Ok(())
+    }
+
+    /// Up to `max` of the oldest queued events.
+    pub fn peek(&self, max: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+        let mut out = Vec::with_capacity(max.min(1024));
+        for item in self.queue.iter().take(max) {
+            let (k, v) = item?;
+            out.push(QueuedEvent {
+                seq: decode_seq(&k)?,
+                json: v,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deletes acknowledged events.
+    pub fn ack(&self, events: &[QueuedEvent]) -> Result<(), StoreError> {
+        let mut batch = SledBatch::default();
+        for e in events {
+            batch.remove(&e.seq.to_be_bytes());
+        }
+        self.queue.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// Moves events to the dead letters with `reason`.
+    pub fn dead_letter(
+        &self,
+        events: &[QueuedEvent],
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let mut dead = SledBatch::default();
+        for e in events {
+            dead.insert(&e.seq.to_be_bytes(), encode_dead(at_ms, reason, &e.json));
+        }
+        self.dead.apply_batch(dead)?;
+        self.ack(events)
+    }
+
+    /// Number of queued events. Walks the tree: call it at start-up, not per event.
+    pub fn count(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Every dead letter, oldest first. Corrupt records are reported as errors.
+    pub fn dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        let mut out = Vec::new();
+        for item in self.dead.iter() {
+            let (k, v) = item?;
+            let seq = decode_seq(&k)?;
+            out.push(decode_dead(seq, &v)?);
+        }
+        Ok(out)
+    }
+
+    /// Moves dead letters back into the queue (all of them, or those with the given `seq`s).
+    /// They keep their `seq`, so they are delivered before anything queued after them.
+    pub fn requeue(&self, only: Option<&[u64]>) -> Result<usize, StoreError> {
+        let letters = self.dead_letters()?;
+        let mut queue = SledBatch::default();
+        let mut dead = SledBatch::default();
+        let mut n = 0;
+        for l in letters {
+            if only.is_some_and(|s| !s.contains(&l.seq)) {
+                continue;
+            }
+            queue.insert(&l.seq.to_be_bytes(), l.json);
+            dead.remove(&l.seq.to_be_bytes());
+            n += 1;
+        }
+        self.queue.apply_batch(queue)?;
+        self.dead.apply_batch(dead)?;
+        Ok(n)
+    }
+
+    /// Removes dead letters (all, or the given `seq`s).
+    pub fn purge_dead(&self, only: Option<&[u64]>) -> Result<usize, StoreError> {
+        let mut dead = SledBatch::default();
+        let mut n = 0;
+        for item in self.dead.iter() {
+            let (k, _) = item?;
+            let seq = decode_seq(&k)?;
+            if only.is_none_or(|s| s.contains(&seq)) {
+                dead.remove(k);
+                n += 1;
+            }
+        }
+        self.dead.apply_batch(dead)?;
+        Ok(n)
+    }
+}
+
+fn decode_seq(k: &[u8]) -> Result<u64, StoreError> {
+    let bytes: [u8; 8] = k.try_into().map_err(|_| StoreError::Corrupt {
+        key: format!("{k:?}"),
+        reason: "queue key is not a u64".into(),
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+fn encode_dead(at_ms: i64, reason: &str, json: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(12 + reason.len() + json.len());
+    v.extend_from_slice(&at_ms.to_be_bytes());
+    v.extend_from_slice(&(reason.len() as u32).to_be_bytes());
+    v.extend_from_slice(reason.as_bytes());
+    v.extend_from_slice(json);
+    v
+}
+
+fn decode_dead(seq: u64, v: &[u8]) -> Result<DeadLetter, StoreError> {
+    let corrupt = || StoreError::Corrupt {
+        key: format!("dead letter {seq}"),
+        reason: "truncated record".into(),
+    };
+    let at_ms = i64::from_be_bytes(v.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
+    let len = u32::from_be_bytes(v.get(8..12).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?)
+        as usize;
+    let reason = v.get(12..12 + len).ok_or_else(corrupt)?;
+    Ok(DeadLetter {
+        seq,
+        at_ms,
+        reason: String::from_utf8_lossy(reason).into_owned(),
+        json: v[12 + len..].to_vec(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(dir.path(), 100, 1 << 20).unwrap();
+        (dir, s)
+    }
+
+    fn seqs(v: &[QueuedEvent]) -> Vec<u64> {
+        v.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn queue_is_in_seq_order_and_ack_deletes() {
+        let (_d, s) = store();
+        let q = s.sink_queue("hook").unwrap();
+        for seq in [300u64, 2, 1000, 7] {
+            q.push(seq, format!("{{\"seq\":{seq}}}").as_bytes()).unwrap();
+        }
+        let head = q.peek(3).unwrap();
+        assert_eq!(seqs(&head), [2, 7, 300]);
+        q.ack(&head[..2]).unwrap();
+        assert_eq!(seqs(&q.peek(10).unwrap()), [300, 1000]);
+        assert_eq!(q.count(), 2);
+    }
+
+    #[test]
+    fn sinks_are_independent() {
+        let (_d, s) = store();
+        let a = s.sink_queue("a").unwrap();
+        let b = s.sink_queue("b").unwrap();
+        a.push(1, b"{}").unwrap();
+        assert_eq!(b.count(), 0);
+        assert_eq!(s.sink_names(), ["a", "b"]);
+    }
+
+    #[test]
+    fn dead_letters_keep_the_reason_and_can_be_requeued() {
+        let (_d, s) = store();
+        let q = s.sink_queue("hook").unwrap();
+        for seq in 1..=4u64 {
+            q.push(seq, format!("{{\"seq\":{seq}}}").as_bytes()).unwrap();
+        }
+        let first_two = q.peek(2).unwrap();
+        q.dead_letter(&first_two, "HTTP 400 Bad Request: no", 99).unwrap();
+        assert_eq!(seqs(&q.peek(10).unwrap()), [3, 4]);
+        let dead = q.dead_letters().unwrap();
+        assert_eq!(dead.len(), 2);
+        assert_eq!(dead[0].reason, "HTTP 400 Bad Request: no");
+        assert_eq!(dead[0].at_ms, 99);
+        assert_eq!(dead[1].json, b"{\"seq\":2}");
+        assert_eq!(q.requeue(Some(&[2])).unwrap(), 1);
+        assert_eq!(seqs(&q.peek(10).unwrap()), [2, 3, 4]);
+        assert_eq!(q.requeue(None).unwrap(), 1);
+        assert_eq!(seqs(&q.peek(10).unwrap()), [1, 2, 3, 4]);
+        assert!(q.dead_letters().unwrap().is_empty());
+    }
+
+    #[test]
+    fn purge_removes_dead_letters() {
+        let (_d, s) = store();
+        let q = s.sink_queue("hook").unwrap();
+        q.push(1, b"{}").unwrap();
+        q.push(2, b"{}").unwrap();
+        q.dead_letter(&q.peek(2).unwrap(), "gone", 0).unwrap();
+        assert_eq!(q.purge_dead(Some(&[1])).unwrap(), 1);
+        assert_eq!(q.dead_letters().unwrap().len(), 1);
+        assert_eq!(q.purge_dead(None).unwrap(), 1);
+    }
+}

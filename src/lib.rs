@@ -26,6 +26,7 @@
 //! - [`app`]: wires the tasks together; [`app::run`] takes a shutdown future so the whole component
 //!   runs in-process in tests.
 
+pub mod admin;
 pub mod app;
 pub mod outbox;
 pub mod backoff;

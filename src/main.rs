@@ -27,6 +27,24 @@ struct Cli {
 enum Command {
     /// Validate the configuration, print every problem with its key, exit non-zero if any.
     CheckConfig,
+    /// Inspect or re-queue the events a sink gave up on (run it while herald is stopped).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterCommand,
+        /// Only this sink (its name, as listed); default: every sink.
+        #[arg(long)]
+        sink: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    /// List dead letters with the answer that killed them.
+    List,
+    /// Queue dead letters again (all, or the given seq numbers); they are delivered at the next start.
+    Requeue { seqs: Vec<u64> },
+    /// Delete dead letters (all, or the given seq numbers).
+    Purge { seqs: Vec<u64> },
 }
 
 fn main() -> ExitCode {
@@ -41,9 +59,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Some(Command::CheckConfig) = cli.command {
-        println!("{}: configuration is valid", cli.config.display());
-        return ExitCode::SUCCESS;
+    match cli.command {
+        Some(Command::CheckConfig) => {
+            println!("{}: configuration is valid", cli.config.display());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::DeadLetters { action, sink }) => return dead_letters(&settings, action, sink),
+        None => {}
     }
     telemetry::init(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
@@ -57,6 +79,43 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
+            eprintln!("herald: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn dead_letters(
+    settings: &herald::config::Settings,
+    action: DeadLetterCommand,
+    sink: Option<String>,
+) -> ExitCode {
+    use herald::admin::DeadLetterAction;
+    let some = |v: Vec<u64>| if v.is_empty() { None } else { Some(v) };
+    let action = match action {
+        DeadLetterCommand::List => DeadLetterAction::List,
+        DeadLetterCommand::Requeue { seqs } => DeadLetterAction::Requeue(some(seqs)),
+        DeadLetterCommand::Purge { seqs } => DeadLetterAction::Purge(some(seqs)),
+    };
+    let store = match herald::store::Store::open(
+        &settings.store.path,
+        settings.store.flush_interval.as_millis() as u64,
+        settings.store.cache_bytes,
+    ) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("herald: {e} (is herald still running? stop it first)");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = herald::admin::dead_letters(&store, sink.as_deref(), &action);
+    let flushed = store.db_flush();
+    match (result, flushed) {
+        (Ok(report), Ok(())) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) | (_, Err(e)) => {
             eprintln!("herald: {e}");
             ExitCode::FAILURE
         }

@@ -91,6 +91,12 @@ impl Store {
         Ok(())
     }
 
+    /// Forces everything written so far to disk, blocking (for command-line tools).
+    pub fn db_flush(&self) -> Result<(), StoreError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
     /// The persisted presence table. A corrupt record is reported and skipped, never fatal:
     /// the next snapshot from the server repairs the table.
     pub fn load_presence(&self) -> Result<Vec<(String, ResourceState)>, StoreError> {

@@ -9,15 +9,17 @@ set -euo pipefail
 
 log() { echo "install-test-deps: $*"; }
 
-# Run as root directly, through sudo when we are not root, or fail clearly.
-if [ "$(id -u)" -eq 0 ]; then
-    SUDO=()
-elif command -v sudo >/dev/null 2>&1; then
-    SUDO=(sudo -n)
-else
-    echo "install-test-deps: need root (or sudo) to install prosody" >&2
-    exit 1
-fi
+# Run a command as root: directly when we are root, through sudo (non-interactive) otherwise.
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo -n "$@"
+    else
+        echo "install-test-deps: need root (or sudo) to run: $*" >&2
+        return 1
+    fi
+}
 
 find_mod_privilege() {
     local p
@@ -39,7 +41,8 @@ find_mod_privilege() {
     return 1
 }
 
-need_install=0
+# INSTALL_TEST_DEPS_FORCE=1 runs the apt step even when everything is there.
+need_install="${INSTALL_TEST_DEPS_FORCE:-0}"
 if ! command -v prosody >/dev/null 2>&1 || ! command -v prosodyctl >/dev/null 2>&1; then
     log "prosody is missing"
     need_install=1
@@ -54,21 +57,21 @@ if [ "$need_install" -eq 1 ]; then
     created_policy=0
     cleanup() {
         if [ "$created_policy" -eq 1 ]; then
-            "${SUDO[@]}" rm -f "$policy"
+            as_root rm -f "$policy"
         fi
     }
     trap cleanup EXIT
     if [ ! -e "$policy" ]; then
         # Exit code 101 = "action forbidden": apt installs the package but does not start the service.
-        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee "$policy" >/dev/null
-        "${SUDO[@]}" chmod 755 "$policy"
+        printf '#!/bin/sh\nexit 101\n' | as_root tee "$policy" >/dev/null
+        as_root chmod 755 "$policy"
         created_policy=1
         log "wrote temporary $policy so apt does not start the system prosody"
     fi
     log "apt-get update"
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
     log "apt-get install prosody prosody-modules"
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody prosody-modules >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody prosody-modules >/dev/null
     cleanup
     created_policy=0
     trap - EXIT
@@ -88,17 +91,48 @@ log "prosody: $(command -v prosody) ($(dpkg-query -W -f='${Version}' prosody 2>/
 log "mod_privilege: $mod"
 
 # A system prosody is not used by the tests; stop it only if it is running (it holds 5222/5269/5347 on
-# all interfaces otherwise).
-running=0
-if [ -f /run/prosody/prosody.pid ] && pid="$(cat /run/prosody/prosody.pid 2>/dev/null)" \
-    && [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
-    running=1
-elif command -v pgrep >/dev/null 2>&1 && pgrep -u prosody >/dev/null 2>&1; then
-    running=1
-fi
-if [ "$running" -eq 1 ]; then
-    log "stopping the running system prosody service"
-    "${SUDO[@]}" service prosody stop >/dev/null 2>&1 || "${SUDO[@]}" prosodyctl stop >/dev/null 2>&1 || true
+# all interfaces otherwise). Note: Debian 12's /etc/init.d/prosody `stop` is a silent no-op (it
+# matches the process name lua5.2, but prosody runs on lua5.4), hence the fallbacks.
+system_prosody_pid() {
+    local pid=""
+    if [ -r /run/prosody/prosody.pid ]; then
+        pid="$(cat /run/prosody/prosody.pid 2>/dev/null || true)"
+    fi
+    if [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null; then
+        echo "$pid"
+        return 0
+    fi
+    if command -v pgrep >/dev/null 2>&1; then
+        pid="$(pgrep -u prosody -f '/usr/bin/prosody' 2>/dev/null | head -n1 || true)"
+        if [ -n "$pid" ]; then
+            echo "$pid"
+            return 0
+        fi
+    fi
+    return 1
+}
+wait_gone() {
+    local i
+    for i in $(seq 1 "${1:-50}"); do
+        system_prosody_pid >/dev/null || return 0
+        sleep 0.1
+    done
+    return 1
+}
+if pid="$(system_prosody_pid)"; then
+    log "stopping the running system prosody (pid $pid)"
+    as_root service prosody stop >/dev/null 2>&1 || true
+    if ! wait_gone 10; then
+        as_root prosodyctl stop >/dev/null 2>&1 || true
+    fi
+    if ! wait_gone 30 && pid="$(system_prosody_pid)"; then
+        as_root kill -TERM "$pid" 2>/dev/null || true
+    fi
+    if wait_gone; then
+        log "system prosody stopped"
+    else
+        log "WARNING: could not stop the system prosody (pid $(system_prosody_pid || true))"
+    fi
 else
     log "no system prosody running"
 fi

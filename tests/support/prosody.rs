@@ -18,6 +18,9 @@
 //! - `mod_privilege` must be enabled globally *and* in the `Component` section; `privileged_entities`
 //!   goes under the `VirtualHost`. Debian installs it as
 //!   `/usr/lib/prosody/modules/mod_privilege/mod_privilege.lua`, which is on the default plugin path.
+//! - Readiness is also checked by one TCP connect to each listener, so every log starts with one
+//!   "Client connected/disconnected" and one "Incoming Jabber component connection / component
+//!   disconnected" that are not from the test.
 //! - `prosodyctl --config FILE register USER HOST PASS` writes straight into `data_path` (internal
 //!   storage) and takes ~50 ms; it works while the server runs.
 

@@ -32,7 +32,11 @@ pub fn dead_letters(
             out,
             "no sink {} in the store (known: {})",
             sink.unwrap_or("at all"),
-            if names.is_empty() { "none".to_owned() } else { names.join(", ") }
+            if names.is_empty() {
+                "none".to_owned()
+            } else {
+                names.join(", ")
+            }
         );
         return Ok(out);
     }
@@ -82,13 +86,22 @@ mod tests {
         let q = store.sink_queue("hook").unwrap();
         q.push(5, br#"{"seq":5}"#).unwrap();
         q.push(6, br#"{"seq":6}"#).unwrap();
-        q.dead_letter(&q.peek(2).unwrap(), "HTTP 400 Bad Request", 0).unwrap();
+        q.dead_letter(&q.peek(2).unwrap(), "HTTP 400 Bad Request", 0)
+            .unwrap();
 
         let listed = dead_letters(&store, None, &DeadLetterAction::List).unwrap();
-        assert!(listed.contains("sink hook: 0 queued, 2 dead letters"), "{listed}");
+        assert!(
+            listed.contains("sink hook: 0 queued, 2 dead letters"),
+            "{listed}"
+        );
         assert!(listed.contains("seq 5 at 1970-01-01T00:00:00.000Z: HTTP 400 Bad Request"));
 
-        let r = dead_letters(&store, Some("hook"), &DeadLetterAction::Requeue(Some(vec![6]))).unwrap();
+        let r = dead_letters(
+            &store,
+            Some("hook"),
+            &DeadLetterAction::Requeue(Some(vec![6])),
+        )
+        .unwrap();
         assert!(r.contains("1 dead letters queued again"), "{r}");
         assert_eq!(q.count(), 1);
         let p = dead_letters(&store, Some("hook"), &DeadLetterAction::Purge(None)).unwrap();

@@ -17,8 +17,9 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::events::fanout::Fanout;
-use crate::outbox::worker::{self, Lane};
+use crate::outbox::worker::{self, Lane, Policy};
 use crate::presence::service::PresenceService;
+use crate::sinks::webhook::WebhookSink;
 use crate::sinks::xmpp::{self as xmpp_sink, XmppSink};
 use crate::store::Store;
 use crate::xmpp::connection::{self, ConnectionError};
@@ -39,6 +40,8 @@ pub enum RunError {
     Connection(#[from] ConnectionError),
     #[error("a herald task failed: {0}")]
     Task(String),
+    #[error("cannot set up a sink: {0}")]
+    Sink(String),
 }
 
 /// Runs herald until `shutdown` completes (then shuts down gracefully) or a fatal error occurs.
@@ -62,7 +65,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let mut workers = JoinSet::new();
     let mut lanes = Vec::new();
     for s in &settings.xmpp_sinks {
-        let lane = Lane::new(store.sink_queue(&format!("xmpp:{}", s.to))?);
+        let lane = Lane::new(store.sink_queue(&s.name)?);
         let sink = XmppSink::new(handle.clone(), s.to.to_string(), s.domain.clone());
         workers.spawn(worker::run(
             lane.clone(),
@@ -72,15 +75,29 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         ));
         lanes.push(lane);
     }
+    for s in &settings.webhook_sinks {
+        let lane = Lane::new(store.sink_queue(&s.name)?);
+        let sink = WebhookSink::new(s).map_err(|e| RunError::Sink(e.to_string()))?;
+        let policy = Policy {
+            batch_max: s.batch_max,
+            batch_delay: s.batch_delay,
+            max_backlog: s.max_backlog,
+            retry_min: s.retry_min,
+            retry_max: s.retry_max,
+        };
+        workers.spawn(worker::run(
+            lane.clone(),
+            sink,
+            policy,
+            workers_stop.clone(),
+        ));
+        lanes.push(lane);
+    }
     // The connection closes the stream once every handle is gone: keep none here.
     drop(handle);
 
-    let service = PresenceService::new(
-        store.clone(),
-        settings.presence.changes,
-        Fanout::new(lanes),
-        &jid,
-    )?;
+    let service =
+        PresenceService::new(store.clone(), &settings.presence, Fanout::new(lanes), &jid)?;
     let (ev_tx, ev_rx) = mpsc::channel(EVENTS_CAPACITY);
     let reader_stop = CancellationToken::new();
     let mut presence = tokio::spawn(service.run(ev_rx));
@@ -99,13 +116,19 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     info!("shutting down");
     reader_stop.cancel();
-    if tokio::time::timeout(STAGE_DEADLINE, &mut presence).await.is_err() {
+    if tokio::time::timeout(STAGE_DEADLINE, &mut presence)
+        .await
+        .is_err()
+    {
         error!("the presence service did not stop within the shutdown deadline");
         presence.abort();
     }
     workers_stop.cancel();
     let workers_done = async { while workers.join_next().await.is_some() {} };
-    if tokio::time::timeout(STAGE_DEADLINE, workers_done).await.is_err() {
+    if tokio::time::timeout(STAGE_DEADLINE, workers_done)
+        .await
+        .is_err()
+    {
         warn!("delivery workers did not finish within the shutdown deadline; undelivered events stay in the outbox");
         workers.abort_all();
     }

@@ -478,6 +478,37 @@ pub enum PresenceSource {
     Subscription,
 }
 
+/// Whether the server sends a presence snapshot after each (re)connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotMode {
+    /// Ask the server who it is (disco#info identity): Prosody → `always`, ejabberd → `never`;
+    /// any other server: trust a snapshot when one arrives (at least one `<delay/>` presence).
+    #[default]
+    Auto,
+    /// The server always sends one (Prosody): resources missing from it went offline while
+    /// herald was away, even when it is empty.
+    Always,
+    /// The server never sends one (ejabberd): keep the table as it is across reconnects.
+    Never,
+}
+
+impl SnapshotMode {
+    /// What `auto` means for a server that names itself `name` in its disco#info identity:
+    /// Prosody always sends a snapshot, ejabberd never does, anything else is judged by
+    /// whether a snapshot arrives.
+    pub fn for_server(name: &str) -> SnapshotMode {
+        let name = name.to_ascii_lowercase();
+        if name.contains("prosody") {
+            SnapshotMode::Always
+        } else if name.contains("ejabberd") {
+            SnapshotMode::Never
+        } else {
+            SnapshotMode::Auto
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw schema: what the layers deserialise into (defaults are serde defaults)
 // ---------------------------------------------------------------------------------------------
@@ -600,6 +631,11 @@ pub struct PresenceConfig {
     /// Default: `"30s"`. Example: `snapshot_timeout = "2m"`.
     #[serde(with = "humantime_serde")]
     pub snapshot_timeout: Duration,
+    /// Whether the server sends a presence snapshot after each (re)connect: `"auto"` (trust
+    /// one when it comes), `"always"` (Prosody: an empty snapshot means everyone went offline
+    /// while herald was away) or `"never"` (ejabberd 23.01). Default: `"auto"`.
+    /// Example: `snapshot = "always"`.
+    pub snapshot: SnapshotMode,
 }
 
 impl Default for PresenceConfig {
@@ -608,6 +644,7 @@ impl Default for PresenceConfig {
             source: PresenceSource::default(),
             changes: Changes::default(),
             snapshot_timeout: Duration::from_secs(30),
+            snapshot: SnapshotMode::default(),
         }
     }
 }
@@ -774,6 +811,7 @@ pub struct PresenceSettings {
     pub changes: Changes,
     /// Non-zero.
     pub snapshot_timeout: Duration,
+    pub snapshot: SnapshotMode,
 }
 
 /// One `[[sinks.xmpp]]`, validated and resolved.
@@ -963,10 +1001,19 @@ fn store_settings(raw: StoreConfig, p: &mut Problems) -> Option<StoreSettings> {
 }
 
 fn presence_settings(raw: PresenceConfig, p: &mut Problems) -> Option<PresenceSettings> {
-    non_zero("presence.snapshot_timeout", raw.snapshot_timeout, p).then_some(PresenceSettings {
+    let mut ok = non_zero("presence.snapshot_timeout", raw.snapshot_timeout, p);
+    if raw.source == PresenceSource::Subscription {
+        p.push(
+            "presence.source",
+            "\"subscription\" is not supported yet; use \"privilege\" (XEP-0356: Prosody, ejabberd)",
+        );
+        ok = false;
+    }
+    ok.then_some(PresenceSettings {
         source: raw.source,
         changes: raw.changes,
         snapshot_timeout: raw.snapshot_timeout,
+        snapshot: raw.snapshot,
     })
 }
 

@@ -28,10 +28,10 @@
 
 pub mod admin;
 pub mod app;
-pub mod outbox;
 pub mod backoff;
 pub mod config;
 pub mod events;
+pub mod outbox;
 pub mod presence;
 pub mod sinks;
 pub mod store;

@@ -64,7 +64,9 @@ fn main() -> ExitCode {
             println!("{}: configuration is valid", cli.config.display());
             return ExitCode::SUCCESS;
         }
-        Some(Command::DeadLetters { action, sink }) => return dead_letters(&settings, action, sink),
+        Some(Command::DeadLetters { action, sink }) => {
+            return dead_letters(&settings, action, sink)
+        }
         None => {}
     }
     telemetry::init(cli.log_format);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use herald::config::{
     load, load_str, Changes, ComponentConfig, ConfigErrors, ConfigProblem, PresenceConfig,
-    PresenceSource, Secret, Settings, StoreConfig,
+    PresenceSource, Secret, Settings, StoreConfig, WebhookSinkConfig,
 };
 
 const MINIMAL: &str = "[component]\njid = \"herald.example.org\"\nsecret = \"s3cr3t\"\n";
@@ -115,6 +115,25 @@ fn example_file_loads_with_the_default_values() {
     );
     assert_eq!(settings.xmpp_sinks.len(), 1);
     assert_eq!(settings.xmpp_sinks[0].to.as_str(), "world@example.org");
+    assert_eq!(settings.webhook_sinks.len(), 1);
+    let webhook = &settings.webhook_sinks[0];
+    let defaults = WebhookSinkConfig::default();
+    assert_eq!(
+        webhook.url.as_str(),
+        "https://game.example.org/hooks/presence"
+    );
+    assert_eq!(webhook.name, "game.example.org/hooks/presence");
+    assert_eq!(
+        webhook.secret.as_ref().map(Secret::expose),
+        Some("change-me-too")
+    );
+    assert_eq!(webhook.headers.len(), 1);
+    assert_eq!(webhook.timeout, defaults.timeout);
+    assert_eq!(webhook.batch_max, defaults.batch_max);
+    assert_eq!(webhook.batch_delay, defaults.batch_delay);
+    assert_eq!(webhook.max_backlog, defaults.max_backlog);
+    assert_eq!(webhook.retry_min, defaults.retry_min);
+    assert_eq!(webhook.retry_max, defaults.retry_max);
     assert!(settings.admin.jids.is_empty());
 }
 
@@ -141,6 +160,10 @@ fn example_file_documents_every_key() {
         ("store", "[store]"),
         ("presence", "[presence]"),
         ("sinks.xmpp", "[[sinks.xmpp]]\ndomain = \"example.org\""),
+        (
+            "sinks.webhook",
+            "[[sinks.webhook]]\nurl = \"https://h.example.org/\"",
+        ),
         ("admin", "[admin]"),
     ] {
         let toml = format!("{MINIMAL}{header}\nnot_a_key = 1\n");
@@ -179,6 +202,7 @@ fn minimal_config_gets_all_defaults() {
     assert_eq!(settings.presence.changes, Changes::Availability);
     assert_eq!(settings.presence.snapshot_timeout, Duration::from_secs(30));
     assert!(settings.xmpp_sinks.is_empty());
+    assert!(settings.webhook_sinks.is_empty());
     assert!(settings.admin.jids.is_empty());
 }
 
@@ -209,7 +233,7 @@ fn unknown_keys_are_rejected_with_their_path() {
         errors.0,
         vec![ConfigProblem::new(
             "presence.chnages",
-            "unknown key (expected one of: source, changes, snapshot_timeout)"
+            "unknown key (expected one of: source, changes, snapshot_timeout, snapshot)"
         )]
     );
 }
@@ -606,4 +630,283 @@ fn secrets_never_appear_in_debug_output() {
     let debug = format!("{settings:?}");
     assert!(!debug.contains("s3cr3t"), "{debug}");
     assert!(debug.contains("<redacted>"), "{debug}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// [[sinks.webhook]]
+// ---------------------------------------------------------------------------------------------
+
+/// `MINIMAL` and one `[[sinks.webhook]]` entry made of `body`.
+fn with_webhook(body: &str) -> String {
+    format!("{MINIMAL}[[sinks.webhook]]\n{body}")
+}
+
+const HOOK_URL: &str = "url = \"https://game.example.org/hooks/presence\"\n";
+
+#[test]
+fn webhook_with_every_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key_file = dir.path().join("hook-key");
+    std::fs::write(&key_file, "hmac-key\n").expect("write key");
+    let toml = format!(
+        "{MINIMAL}[[sinks.xmpp]]\ndomain = \"example.org\"\n\
+         [[sinks.webhook]]\n\
+         url = \"http://10.0.0.7:8080/hooks/presence?v=2\"\n\
+         name = \"game\"\n\
+         secret = \"k3y\"\n\
+         headers = {{ Authorization = \"Bearer t0ken\", X-Tenant = \"blue\" }}\n\
+         timeout = \"30s\"\n\
+         batch_max = 100\n\
+         batch_delay = \"200ms\"\n\
+         max_backlog = 5000\n\
+         retry_min = \"500ms\"\n\
+         retry_max = \"1m\"\n\
+         [[sinks.webhook]]\n\
+         url = \"https://audit.example.org\"\n\
+         secret_file = {key_file:?}\n"
+    );
+    let settings = ok(parse(&toml));
+    assert_eq!(settings.xmpp_sinks[0].name, "xmpp:server@example.org");
+    let [game, audit] = &settings.webhook_sinks[..] else {
+        panic!("two webhook sinks expected: {settings:?}");
+    };
+    assert_eq!(game.url.as_str(), "http://10.0.0.7:8080/hooks/presence?v=2");
+    assert_eq!(game.name, "game");
+    assert_eq!(game.secret.as_ref().map(Secret::expose), Some("k3y"));
+    assert_eq!(game.headers.len(), 2);
+    assert_eq!(
+        game.headers.get("authorization").map(|v| v.as_bytes()),
+        Some(&b"Bearer t0ken"[..])
+    );
+    assert_eq!(
+        game.headers.get("x-tenant").map(|v| v.as_bytes()),
+        Some(&b"blue"[..])
+    );
+    assert!(game.headers.values().all(|v| v.is_sensitive()));
+    assert_eq!(game.timeout, Duration::from_secs(30));
+    assert_eq!(game.batch_max, 100);
+    assert_eq!(game.batch_delay, Duration::from_millis(200));
+    assert_eq!(game.max_backlog, 5000);
+    assert_eq!(game.retry_min, Duration::from_millis(500));
+    assert_eq!(game.retry_max, Duration::from_secs(60));
+
+    assert_eq!(
+        audit.name, "audit.example.org",
+        "derived from host and path"
+    );
+    assert_eq!(audit.secret.as_ref().map(Secret::expose), Some("hmac-key"));
+    assert!(audit.headers.is_empty());
+}
+
+#[test]
+fn webhook_defaults() {
+    let settings = ok(parse(&with_webhook(HOOK_URL)));
+    let hook = &settings.webhook_sinks[0];
+    assert_eq!(hook.name, "game.example.org/hooks/presence");
+    assert!(hook.secret.is_none());
+    assert!(hook.headers.is_empty());
+    assert_eq!(hook.timeout, Duration::from_secs(10));
+    assert_eq!(hook.batch_max, 500);
+    assert_eq!(hook.batch_delay, Duration::ZERO);
+    assert_eq!(hook.max_backlog, 1_000_000);
+    assert_eq!(hook.retry_min, Duration::from_secs(1));
+    assert_eq!(hook.retry_max, Duration::from_secs(300));
+}
+
+#[test]
+fn webhook_default_name_keeps_an_explicit_port_and_drops_the_query() {
+    let name = |url: &str| {
+        let settings = ok(parse(&with_webhook(&format!("url = {url:?}\n"))));
+        settings.webhook_sinks[0].name.clone()
+    };
+    assert_eq!(
+        name("https://h.example.org:8443/a/b/?t=1"),
+        "h.example.org:8443/a/b"
+    );
+    assert_eq!(name("https://h.example.org:443/"), "h.example.org");
+    assert_eq!(name("http://[::1]:8080/hook"), "[::1]:8080/hook");
+}
+
+#[test]
+fn webhook_url_is_required_and_must_be_http() {
+    let errors = rejected(&with_webhook("name = \"game\"\n"));
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "sinks.webhook[0].url",
+            "required key is missing"
+        )]
+    );
+    for (url, expected) in [
+        (
+            "game.example.org/hooks",
+            "not a valid URL: relative URL without a base",
+        ),
+        (
+            "ftp://game.example.org/hooks",
+            "scheme must be http or https, not \"ftp\"",
+        ),
+        (
+            "https://user:hunter2@game.example.org/hooks",
+            "must not contain credentials (user:password@): set headers.Authorization instead",
+        ),
+    ] {
+        let errors = rejected(&with_webhook(&format!("url = {url:?}\n")));
+        assert_eq!(
+            errors.0,
+            vec![ConfigProblem::new("sinks.webhook[0].url", expected)],
+            "{url}"
+        );
+        assert!(!errors.to_string().contains("hunter2"), "{errors}");
+    }
+}
+
+#[test]
+fn webhook_unknown_key_is_rejected_with_its_path() {
+    let errors = rejected(&with_webhook(&format!("{HOOK_URL}retries = 3\n")));
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "sinks.webhook[0].retries",
+            "unknown key (expected one of: url, name, secret, secret_file, headers, timeout, \
+             batch_max, batch_delay, max_backlog, retry_min, retry_max)"
+        )]
+    );
+}
+
+#[test]
+fn webhook_takes_at_most_one_of_secret_and_secret_file() {
+    let errors = rejected(&with_webhook(&format!(
+        "{HOOK_URL}secret = \"k\"\nsecret_file = \"/run/secrets/k\"\n"
+    )));
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "sinks.webhook[0]",
+            "set at most one of secret or secret_file"
+        )]
+    );
+    let errors = rejected(&with_webhook(&format!("{HOOK_URL}secret = \"\"\n")));
+    assert_eq!(
+        errors.0,
+        vec![ConfigProblem::new(
+            "sinks.webhook[0].secret",
+            "must not be empty"
+        )]
+    );
+}
+
+#[test]
+fn webhook_headers_herald_sets_are_forbidden() {
+    let errors = rejected(&with_webhook(&format!(
+        "{HOOK_URL}headers = {{ Content-Type = \"text/plain\", X-Herald-Batch = \"1\", \
+         x-herald-anything = \"2\", Host = \"evil.example\", X-Ok = \"fine\" }}\n"
+    )));
+    assert_eq!(
+        keys(&errors),
+        [
+            "sinks.webhook[0].headers.Content-Type",
+            "sinks.webhook[0].headers.Host",
+            "sinks.webhook[0].headers.X-Herald-Batch",
+            "sinks.webhook[0].headers.x-herald-anything",
+        ],
+        "{errors}"
+    );
+    assert!(errors
+        .0
+        .iter()
+        .all(|p| p.message == "is set by herald and cannot be configured"));
+}
+
+#[test]
+fn webhook_header_values_are_validated_but_never_echoed() {
+    let errors = rejected(&with_webhook(&format!(
+        "{HOOK_URL}headers = {{ Authorization = \"Bearer se\\ncret\", \"Bad Name\" = \"v\" }}\n"
+    )));
+    assert_eq!(
+        errors.0,
+        vec![
+            ConfigProblem::new(
+                "sinks.webhook[0].headers.Authorization",
+                "is not a valid header value (visible ASCII characters, spaces and tabs only)"
+            ),
+            ConfigProblem::new(
+                "sinks.webhook[0].headers.Bad Name",
+                "\"Bad Name\" is not a valid header name"
+            ),
+        ]
+    );
+    let errors = rejected(&with_webhook(&format!(
+        "{HOOK_URL}headers = \"Bearer s3cret-token\"\n"
+    )));
+    assert_eq!(keys(&errors), ["sinks.webhook[0].headers"], "{errors}");
+    assert!(!errors.to_string().contains("s3cret-token"), "{errors}");
+}
+
+#[test]
+fn webhook_numbers_and_durations_are_bounded() {
+    let errors = rejected(&with_webhook(&format!(
+        "{HOOK_URL}batch_max = 0\nmax_backlog = 0\ntimeout = \"0s\"\n\
+         retry_min = \"10s\"\nretry_max = \"5s\"\n"
+    )));
+    let message = |key: &str| errors.for_key(key).map(|p| p.message.as_str());
+    assert_eq!(
+        message("sinks.webhook[0].batch_max"),
+        Some("must be in 1..=10000")
+    );
+    assert_eq!(
+        message("sinks.webhook[0].max_backlog"),
+        Some("must be at least 1")
+    );
+    assert_eq!(
+        message("sinks.webhook[0].timeout"),
+        Some("must be greater than 0")
+    );
+    assert_eq!(
+        message("sinks.webhook[0].retry_max"),
+        Some("must be at least retry_min (10s)")
+    );
+    assert_eq!(errors.0.len(), 4, "{errors}");
+
+    assert!(parse(&with_webhook(&format!("{HOOK_URL}batch_max = 10000\n"))).is_ok());
+    let errors = rejected(&with_webhook(&format!("{HOOK_URL}batch_max = 10001\n")));
+    assert_eq!(keys(&errors), ["sinks.webhook[0].batch_max"], "{errors}");
+}
+
+#[test]
+fn sink_names_are_unique_across_all_sinks() {
+    let errors = rejected(&format!(
+        "{MINIMAL}[[sinks.xmpp]]\ndomain = \"example.org\"\nserver_user = \"world\"\n\
+         [[sinks.webhook]]\n{HOOK_URL}\
+         [[sinks.webhook]]\n{HOOK_URL}\
+         [[sinks.webhook]]\nurl = \"https://other.example.org/\"\nname = \"xmpp:world@example.org\"\n"
+    ));
+    assert_eq!(
+        errors.0,
+        vec![
+            ConfigProblem::new(
+                "sinks.webhook[1].name",
+                "\"game.example.org/hooks/presence\" is already the name of sinks.webhook[0] \
+                 (derived from url; set a distinct name)"
+            ),
+            ConfigProblem::new(
+                "sinks.webhook[2].name",
+                "\"xmpp:world@example.org\" is already the name of sinks.xmpp[0]"
+            ),
+        ]
+    );
+    let distinct = format!(
+        "{MINIMAL}[[sinks.webhook]]\n{HOOK_URL}[[sinks.webhook]]\n{HOOK_URL}name = \"copy\"\n"
+    );
+    assert!(parse(&distinct).is_ok());
+}
+
+#[test]
+fn webhook_secrets_never_appear_in_debug_output() {
+    let settings = ok(parse(&with_webhook(&format!(
+        "{HOOK_URL}secret = \"hmac-s3cret\"\nheaders = {{ Authorization = \"Bearer t0ken\" }}\n"
+    ))));
+    let debug = format!("{settings:?}");
+    assert!(!debug.contains("hmac-s3cret"), "{debug}");
+    assert!(!debug.contains("t0ken"), "{debug}");
 }

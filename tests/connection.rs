@@ -283,6 +283,8 @@ async fn answers_disco_ping_and_unknown_iqs_exactly_once() {
 
     herald.stop(EVENTUALLY).await.expect("clean shutdown");
     assert!(conn.closed(EVENTUALLY).await, "herald closes its stream");
+    assert!(conn.recv(QUIET).await.is_none());
+    assert_eq!(conn.read_error(), None, "herald's stream is well-formed");
     // Prosody 13 refuses stanzas from a component without `from`.
     assert!(!conn.history().is_empty());
     for el in conn.history() {
@@ -587,4 +589,6 @@ async fn graceful_shutdown_sends_queued_events_then_closes_the_stream() {
         conn.recv(QUIET).await.is_none(),
         "a stanza after the stream footer"
     );
+    assert!(conn.ended());
+    assert_eq!(conn.read_error(), None, "herald's stream is well-formed");
 }

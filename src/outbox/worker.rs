@@ -105,9 +105,10 @@ pub async fn run<T: Transport>(
             if shutdown.is_cancelled() {
                 return;
             }
+            // On shutdown look once more: the last event may have arrived with the signal.
             tokio::select! {
                 _ = lane.wake.notified() => {}
-                _ = shutdown.cancelled() => return,
+                _ = shutdown.cancelled() => {}
             }
             continue;
         }
@@ -124,8 +125,16 @@ pub async fn run<T: Transport>(
         } else {
             events
         };
-        if deliver_until_settled(&lane, &transport, &policy, &sink, &mut backoff, &shutdown, events)
-            .await
+        if deliver_until_settled(
+            &lane,
+            &transport,
+            &policy,
+            &sink,
+            &mut backoff,
+            &shutdown,
+            events,
+        )
+        .await
         {
             return;
         }
@@ -161,7 +170,9 @@ async fn deliver_until_settled<T: Transport>(
                     error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
                 }
                 settle(lane, batch.events.len());
-                lane.stats.delivered.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                lane.stats
+                    .delivered
+                    .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
                 lane.stats.batches.fetch_add(1, Ordering::Relaxed);
                 debug!(sink = %sink, batch = %batch.id, events = batch.events.len(), attempt, "delivered");
                 backoff.reset();
@@ -174,7 +185,9 @@ async fn deliver_until_settled<T: Transport>(
                     return sleep_or_shutdown(Duration::from_secs(1), shutdown).await;
                 }
                 settle(lane, batch.events.len());
-                lane.stats.dead_lettered.fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                lane.stats
+                    .dead_lettered
+                    .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
                 backoff.reset();
                 return false;
             }
@@ -208,7 +221,9 @@ fn settle(lane: &Lane, n: usize) {
     let _ = lane
         .stats
         .backlog
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| Some(b.saturating_sub(n)));
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+            Some(b.saturating_sub(n))
+        });
 }
 
 /// Bounded disk: when the backlog passes `max_backlog`, the oldest events go to the dead letters.
@@ -230,7 +245,9 @@ fn trim_backlog(lane: &Lane, policy: &Policy, sink: &str) {
         Ok(()) => {
             error!(sink = %sink, events = oldest.len(), first_seq = oldest.first().map(|e| e.seq), last_seq = oldest.last().map(|e| e.seq), max_backlog = policy.max_backlog, "backlog over max_backlog: oldest events moved to dead letters");
             settle(lane, oldest.len());
-            lane.stats.dead_lettered.fetch_add(oldest.len() as u64, Ordering::Relaxed);
+            lane.stats
+                .dead_lettered
+                .fetch_add(oldest.len() as u64, Ordering::Relaxed);
         }
         Err(e) => error!(sink = %sink, error = %e, "cannot move events to the dead letters"),
     }

@@ -6,12 +6,15 @@
 //! At each login it opens a snapshot; the connection's `SnapshotDone` closes it, and resources the
 //! snapshot did not confirm are reported offline (`source: "resync"`).
 
+use std::time::Duration;
+
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tokio::time::Instant;
+use tracing::{debug, error, info, warn};
 
 use super::privileges::{missing_presence_help, Privileges};
 use super::tracker::{Outcome, StoreOp, Tracker};
-use crate::config::Changes;
+use crate::config::{PresenceSettings, SnapshotMode};
 use crate::events::fanout::Fanout;
 use crate::events::{now_millis, PresenceEvent};
 use crate::store::{SeqAllocator, Store, StoreError};
@@ -25,13 +28,21 @@ pub struct PresenceService {
     fanout: Fanout,
     component_jid: String,
     epoch: u64,
+    snapshot: SnapshotMode,
+    snapshot_timeout: Duration,
+    /// When the open snapshot is closed even if the server's answer never comes.
+    snapshot_deadline: Option<Instant>,
+    /// A `<delay/>` presence arrived since the last login: the server does send snapshots.
+    saw_snapshot: bool,
+    /// What the server's software implies for `snapshot = "auto"` (from its disco#info).
+    server_snapshot: SnapshotMode,
 }
 
 impl PresenceService {
     /// Restores the table persisted by the previous run.
     pub fn new(
         store: Store,
-        changes: Changes,
+        settings: &PresenceSettings,
         fanout: Fanout,
         component_jid: &str,
     ) -> Result<Self, StoreError> {
@@ -41,20 +52,37 @@ impl PresenceService {
             "presence table restored from the store"
         );
         Ok(PresenceService {
-            tracker: Tracker::restore(changes, table),
+            tracker: Tracker::restore(settings.changes, table),
             privileges: Privileges::default(),
             seq: store.seq_allocator()?,
             store,
             fanout,
             component_jid: component_jid.to_owned(),
             epoch: 0,
+            snapshot: settings.snapshot,
+            snapshot_timeout: settings.snapshot_timeout,
+            snapshot_deadline: None,
+            saw_snapshot: false,
+            server_snapshot: SnapshotMode::Auto,
         })
     }
 
     /// Runs until the connection drops its sender (shutdown), then flushes the store.
     pub async fn run(mut self, mut events: mpsc::Receiver<ConnectionEvent>) {
-        while let Some(event) = events.recv().await {
-            self.handle(event).await;
+        loop {
+            let deadline = self.snapshot_deadline;
+            let event = tokio::select! {
+                e = events.recv() => e,
+                _ = sleep_until_opt(deadline) => {
+                    warn!(timeout = ?self.snapshot_timeout, "the server did not confirm the end of its presence snapshot in time; closing it");
+                    self.finish_snapshot().await;
+                    continue;
+                }
+            };
+            match event {
+                Some(event) => self.handle(event).await,
+                None => break,
+            }
         }
         if let Err(e) = self.seq.release() {
             error!(error = %e, "saving the event sequence at shutdown failed");
@@ -70,7 +98,12 @@ impl PresenceService {
                 self.epoch = epoch;
                 // Privileges belong to a connection: the server advertises them again.
                 self.privileges.clear();
-                self.tracker.begin_snapshot();
+                self.saw_snapshot = false;
+                self.server_snapshot = SnapshotMode::Auto;
+                if self.snapshot != SnapshotMode::Never {
+                    self.tracker.begin_snapshot();
+                    self.snapshot_deadline = Some(Instant::now() + self.snapshot_timeout);
+                }
             }
             ConnectionEvent::Privileges(adv) => {
                 if self.privileges.get(&adv.server) != Some(&adv) {
@@ -84,6 +117,9 @@ impl PresenceService {
                         "{}",
                         missing_presence_help(&adv.server, &self.component_jid)
                     );
+                    // Without presence herald is blind: silence proves nothing about anyone.
+                    self.tracker.abandon_snapshot();
+                    self.snapshot_deadline = None;
                 }
                 self.privileges.update(adv);
             }
@@ -92,24 +128,58 @@ impl PresenceService {
                 update,
                 delayed,
             } => {
+                // Only the server forwards presences, and only for its own users: a remote
+                // user's directed presence to herald is not a user of this server.
+                if !self.privileges.has_presence(domain_of(&from)) {
+                    debug!(from = %from, "ignoring a presence from a domain without presence privileges");
+                    return;
+                }
+                self.saw_snapshot |= delayed;
                 if let Some(outcome) = self.tracker.apply(&from, update, delayed, now_millis()) {
                     self.settle(outcome).await;
                 }
             }
             ConnectionEvent::SnapshotDone { epoch } => {
-                if epoch == self.epoch && self.tracker.in_snapshot() {
-                    let outcomes = self.tracker.end_snapshot(now_millis());
-                    info!(
-                        online = self.tracker.len(),
-                        gone_while_away = outcomes.len(),
-                        "presence snapshot complete"
-                    );
-                    for o in outcomes {
-                        self.settle(o).await;
-                    }
+                if epoch == self.epoch {
+                    self.finish_snapshot().await;
                 }
             }
+            ConnectionEvent::ServerSoftware { domain, name } => {
+                let kind = SnapshotMode::for_server(&name);
+                info!(server = %domain, software = %name, snapshot = ?kind, "server identified");
+                self.server_snapshot = kind;
+            }
             ConnectionEvent::Down => {}
+        }
+    }
+
+    /// Closes the open snapshot: resources it did not confirm went offline while herald was
+    /// away, unless the server evidently sends no snapshots (see [`SnapshotMode`]).
+    async fn finish_snapshot(&mut self) {
+        self.snapshot_deadline = None;
+        if !self.tracker.in_snapshot() {
+            return;
+        }
+        let mode = match self.snapshot {
+            SnapshotMode::Auto => self.server_snapshot,
+            configured => configured,
+        };
+        if mode == SnapshotMode::Never || (mode == SnapshotMode::Auto && !self.saw_snapshot) {
+            self.tracker.abandon_snapshot();
+            info!(
+                online = self.tracker.len(),
+                "the server sent no presence snapshot; keeping the presence table as it is"
+            );
+            return;
+        }
+        let outcomes = self.tracker.end_snapshot(now_millis());
+        info!(
+            online = self.tracker.len(),
+            gone_while_away = outcomes.len(),
+            "presence snapshot complete"
+        );
+        for o in outcomes {
+            self.settle(o).await;
         }
     }
 
@@ -143,5 +213,28 @@ impl PresenceService {
 
     pub fn tracker(&self) -> &Tracker {
         &self.tracker
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `user@domain/resource` → `domain`.
+fn domain_of(jid: &str) -> &str {
+    let bare = jid.split('/').next().unwrap_or(jid);
+    bare.rsplit('@').next().unwrap_or(bare)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn domain_of_full_and_bare_jids() {
+        assert_eq!(super::domain_of("alice@example.org/phone"), "example.org");
+        assert_eq!(super::domain_of("alice@example.org"), "example.org");
+        assert_eq!(super::domain_of("example.org/x"), "example.org");
     }
 }

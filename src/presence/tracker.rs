@@ -27,9 +27,10 @@
 //! **Snapshots.** [`Tracker::begin_snapshot`] marks every known resource unconfirmed; every
 //! presence that names a resource afterwards (delayed or live) confirms it, and a live unavailable
 //! removes it as usual. [`Tracker::end_snapshot`] removes the resources still unconfirmed: they
-//! went offline while herald was away, reported as unavailable with [`Source::Resync`]. Only call
-//! these for a server that sends a snapshot: ejabberd 23.01 sends none, and ending an empty
-//! snapshot would declare every user offline.
+//! went offline while herald was away, reported as unavailable with [`Source::Resync`]. Only end
+//! a snapshot for a server that sends one: ejabberd 23.01 sends none, and ending an empty
+//! snapshot would declare every user offline; [`Tracker::abandon_snapshot`] closes it instead,
+//! removing nothing.
 //!
 //! **`since_ms`** is when herald saw the resource become available; a show/status/priority change
 //! keeps it. It takes no part in duplicate detection.
@@ -261,6 +262,15 @@ impl Tracker {
         self.len -= removed;
         outcomes.sort_by(|a, b| store_key(a).cmp(store_key(b)));
         outcomes
+    }
+
+    /// Closes the snapshot without removing anything: for a server that turned out to send
+    /// none (ejabberd), where a missing resource says nothing about it.
+    pub fn abandon_snapshot(&mut self) {
+        self.in_snapshot = false;
+        for entry in self.users.values_mut().flatten() {
+            entry.unconfirmed = false;
+        }
     }
 
     /// Whether a snapshot is in progress.
@@ -827,6 +837,21 @@ mod tests {
         assert_eq!(t.end_snapshot(T1).len(), 1);
         assert!(t.end_snapshot(T1).is_empty());
         assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn abandoned_snapshot_removes_nothing() {
+        let mut t = Tracker::new(Changes::Availability);
+        t.apply("a@x/1", online(), false, T0);
+        t.apply("b@x/1", online(), false, T0);
+        t.begin_snapshot();
+        t.apply("a@x/1", online(), false, T1);
+        t.abandon_snapshot();
+        assert!(!t.in_snapshot());
+        assert!(t.end_snapshot(T1).is_empty());
+        assert_eq!(t.len(), 2);
+        // No unconfirmed mark survives it.
+        assert!(t.users.values().flatten().all(|e| !e.unconfirmed));
     }
 
     #[test]

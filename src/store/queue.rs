@@ -192,9 +192,18 @@ fn decode_dead(seq: u64, v: &[u8]) -> Result<DeadLetter, StoreError> {
         key: format!("dead letter {seq}"),
         reason: "truncated record".into(),
     };
-    let at_ms = i64::from_be_bytes(v.get(..8).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?);
-    let len = u32::from_be_bytes(v.get(8..12).ok_or_else(corrupt)?.try_into().map_err(|_| corrupt())?)
-        as usize;
+    let at_ms = i64::from_be_bytes(
+        v.get(..8)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    );
+    let len = u32::from_be_bytes(
+        v.get(8..12)
+            .ok_or_else(corrupt)?
+            .try_into()
+            .map_err(|_| corrupt())?,
+    ) as usize;
     let reason = v.get(12..12 + len).ok_or_else(corrupt)?;
     Ok(DeadLetter {
         seq,
@@ -223,7 +232,8 @@ mod tests {
         let (_d, s) = store();
         let q = s.sink_queue("hook").unwrap();
         for seq in [300u64, 2, 1000, 7] {
-            q.push(seq, format!("{{\"seq\":{seq}}}").as_bytes()).unwrap();
+            q.push(seq, format!("{{\"seq\":{seq}}}").as_bytes())
+                .unwrap();
         }
         let head = q.peek(3).unwrap();
         assert_eq!(seqs(&head), [2, 7, 300]);
@@ -247,10 +257,12 @@ mod tests {
         let (_d, s) = store();
         let q = s.sink_queue("hook").unwrap();
         for seq in 1..=4u64 {
-            q.push(seq, format!("{{\"seq\":{seq}}}").as_bytes()).unwrap();
+            q.push(seq, format!("{{\"seq\":{seq}}}").as_bytes())
+                .unwrap();
         }
         let first_two = q.peek(2).unwrap();
-        q.dead_letter(&first_two, "HTTP 400 Bad Request: no", 99).unwrap();
+        q.dead_letter(&first_two, "HTTP 400 Bad Request: no", 99)
+            .unwrap();
         assert_eq!(seqs(&q.peek(10).unwrap()), [3, 4]);
         let dead = q.dead_letters().unwrap();
         assert_eq!(dead.len(), 2);

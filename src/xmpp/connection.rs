@@ -48,6 +48,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 const WRITE_BATCH: usize = 512;
 const SNAPSHOT_ID_PREFIX: &str = "herald-snapshot-";
 const KEEPALIVE_ID_PREFIX: &str = "herald-keepalive-";
+const SERVER_INFO_ID_PREFIX: &str = "herald-serverinfo-";
 
 /// What the connection tells the rest of herald, in stream order.
 #[derive(Debug)]
@@ -62,6 +63,8 @@ pub enum ConnectionEvent {
         update: Update,
         delayed: bool,
     },
+    /// The advertising server's software, from its disco#info identity (e.g. `Prosody`).
+    ServerSoftware { domain: String, name: String },
     /// Everything the server sent with its advertisement of `epoch` has been delivered.
     SnapshotDone { epoch: u64 },
     /// The stream is gone; herald will reconnect.
@@ -73,6 +76,13 @@ pub enum ConnectionEvent {
 pub enum ConnectionError {
     #[error("the server at {server} rejected the component secret for {jid} ({condition}{text}); check component.secret and the server's component_secret")]
     BadSecret {
+        server: String,
+        jid: String,
+        condition: String,
+        text: String,
+    },
+    #[error("the server at {server} refused the component {jid} ({condition}{text}); check component.jid and the server's Component section for that name")]
+    Refused {
         server: String,
         jid: String,
         condition: String,
@@ -128,6 +138,7 @@ pub async fn run(
                     epoch,
                     server_domain: parent_domain(&jid),
                     counter: 0,
+                    last_snapshot_ping: None,
                 };
                 let end = session.run(&shutdown).await;
                 tracker.fail_all(IqError::Disconnected);
@@ -145,13 +156,31 @@ pub async fn run(
                 }
                 backoff.next_delay()
             }
+            // On the first attempt a refusal is a configuration error: stop and say so.
             Err(LoginError::Rejected { condition, text }) if !ever_connected => {
-                return Err(ConnectionError::BadSecret {
-                    server: settings.server.clone(),
-                    jid,
-                    condition,
-                    text,
+                let server = settings.server.clone();
+                return Err(if condition == "not-authorized" {
+                    ConnectionError::BadSecret {
+                        server,
+                        jid,
+                        condition,
+                        text,
+                    }
+                } else {
+                    ConnectionError::Refused {
+                        server,
+                        jid,
+                        condition,
+                        text,
+                    }
                 });
+            }
+            // Later (the server's configuration changed under a running herald): an operator
+            // must act, but herald keeps trying so it recovers once they have.
+            Err(e @ LoginError::Rejected { .. }) => {
+                let d = backoff.next_delay();
+                error!(server = %settings.server, jid = %jid, retry_in = ?d, "{e}; check component.secret and component.jid");
+                d
             }
             Err(e @ LoginError::Conflict { .. }) => {
                 error!(server = %settings.server, jid = %jid, "{e}; retrying slowly");
@@ -240,6 +269,8 @@ struct Session<'a> {
     /// Where keepalive pings go: the advertising server, else the component's parent domain.
     server_domain: String,
     counter: u64,
+    /// Id of the ping sent after the latest privilege advertisement, until it is answered.
+    last_snapshot_ping: Option<String>,
 }
 
 impl Session<'_> {
@@ -311,12 +342,24 @@ impl Session<'_> {
                 .await
             }
             Inbound::IqResponse { id } => {
-                if let Some(epoch) = id
-                    .strip_prefix(SNAPSHOT_ID_PREFIX)
-                    .and_then(|rest| rest.split('-').next())
-                    .and_then(|e| e.parse::<u64>().ok())
-                {
-                    return self.emit(ConnectionEvent::SnapshotDone { epoch }).await;
+                if id.starts_with(SNAPSHOT_ID_PREFIX) {
+                    // Several domains may advertise, each followed by its snapshot: only the
+                    // answer to the ping after the last advertisement closes the snapshot.
+                    if self.last_snapshot_ping.as_deref() == Some(id) {
+                        self.last_snapshot_ping = None;
+                        let epoch = self.epoch;
+                        return self.emit(ConnectionEvent::SnapshotDone { epoch }).await;
+                    }
+                    return Ok(());
+                }
+                if id.starts_with(SERVER_INFO_ID_PREFIX) {
+                    return match server_software(&el) {
+                        Some((domain, name)) => {
+                            self.emit(ConnectionEvent::ServerSoftware { domain, name })
+                                .await
+                        }
+                        None => Ok(()),
+                    };
                 }
                 if id.starts_with(KEEPALIVE_ID_PREFIX) {
                     return Ok(());
@@ -333,11 +376,16 @@ impl Session<'_> {
             Inbound::Privileges(adv) => {
                 self.server_domain = adv.server.clone();
                 let n = self.next_counter();
-                let snapshot_ping = stanza::ping(
-                    &format!("{SNAPSHOT_ID_PREFIX}{}-{n}", self.epoch),
+                // Asked before the snapshot ping, so answered before it too.
+                let info = stanza::disco_info_query(
+                    &format!("{SERVER_INFO_ID_PREFIX}{n}"),
                     self.settings.jid.as_str(),
                     &adv.server,
                 );
+                self.write(info).await?;
+                let id = format!("{SNAPSHOT_ID_PREFIX}{}-{n}", self.epoch);
+                let snapshot_ping = stanza::ping(&id, self.settings.jid.as_str(), &adv.server);
+                self.last_snapshot_ping = Some(id);
                 self.emit(ConnectionEvent::Privileges(adv)).await?;
                 self.write(snapshot_ping).await
             }
@@ -454,6 +502,20 @@ impl Session<'_> {
     }
 }
 
+/// `(server domain, software name)` from a disco#info result: the `server` identity's name.
+fn server_software(iq: &Element) -> Option<(String, String)> {
+    let query = iq.get_child("query", stanza::NS_DISCO_INFO)?;
+    let name = query
+        .children()
+        .filter(|c| c.name() == "identity")
+        .find(|c| c.attr("category") == Some("server"))
+        .and_then(|c| c.attr("name"))?;
+    Some((
+        iq.attr("from").unwrap_or_default().to_owned(),
+        name.to_owned(),
+    ))
+}
+
 fn is_advert(el: &Element) -> bool {
     el.name() == "message"
         && el.children().any(|c| {
@@ -473,6 +535,20 @@ fn parent_domain(jid: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::parent_domain;
+
+    #[test]
+    fn server_software_reads_the_server_identity() {
+        let prosody: minidom::Element = "<iq xmlns='jabber:component:accept' type='result' from='localhost' id='herald-serverinfo-1'><query xmlns='http://jabber.org/protocol/disco#info'><identity type='pep' category='pubsub'/><identity type='im' name='Prosody' category='server'/><feature var='urn:xmpp:ping'/></query></iq>".parse().unwrap();
+        assert_eq!(
+            super::server_software(&prosody),
+            Some(("localhost".into(), "Prosody".into()))
+        );
+        let bare: minidom::Element =
+            "<iq xmlns='jabber:component:accept' type='error' from='localhost' id='x'/>"
+                .parse()
+                .unwrap();
+        assert_eq!(super::server_software(&bare), None);
+    }
 
     #[test]
     fn parent_domain_strips_the_first_label() {

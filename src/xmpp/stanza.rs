@@ -24,6 +24,17 @@ pub fn ping(id: &str, from: &str, to: &str) -> Element {
         .build()
 }
 
+/// `<iq type='get'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>`
+pub fn disco_info_query(id: &str, from: &str, to: &str) -> Element {
+    Element::builder("iq", NS_COMPONENT)
+        .attr(crate::n!("type"), "get")
+        .attr(crate::n!("id"), id)
+        .attr(crate::n!("from"), from)
+        .attr(crate::n!("to"), to)
+        .append(Element::builder("query", NS_DISCO_INFO).build())
+        .build()
+}
+
 /// A `result` answer to `iq`, from `from`, with an optional payload.
 pub fn iq_result(iq: &Element, from: &str, payload: Option<Element>) -> Element {
     let mut b = Element::builder("iq", NS_COMPONENT)

@@ -202,8 +202,8 @@ impl C2s {
         }
     }
 
-    /// The next `<message/>` with a child `name` in namespace `ns` (e.g. `("event", "flux:xmpp")`,
-    /// `("body", "jabber:client")`); other stanzas are kept for later calls.
+    /// The next `<message/>` with a child `name` in namespace `ns` (e.g. `("flux:xmpp", "event")`,
+    /// `("jabber:client", "body")`); other stanzas are kept for later calls.
     pub async fn next_message_with(
         &mut self,
         ns: &str,

@@ -268,6 +268,7 @@ pub struct Conn {
     history: Vec<Element>,
     footer: bool,
     eof: bool,
+    read_error: Option<String>,
 }
 
 impl Conn {
@@ -297,7 +298,12 @@ impl Conn {
                     return Some(el);
                 }
                 Ok(Some(Seen::Footer)) => self.footer = true,
-                Ok(Some(Seen::Eof(_))) | Ok(None) => {
+                Ok(Some(Seen::Eof(error))) => {
+                    self.eof = true;
+                    self.read_error = self.read_error.take().or(error);
+                    return None;
+                }
+                Ok(None) => {
                     self.eof = true;
                     return None;
                 }
@@ -363,6 +369,12 @@ impl Conn {
     /// The socket has ended (as far as received so far).
     pub fn ended(&self) -> bool {
         self.eof
+    }
+
+    /// Why reading herald's stream failed, if it did: malformed XML, data after the footer, or a
+    /// socket that ended in the middle of the stream (no footer).
+    pub fn read_error(&self) -> Option<&str> {
+        self.read_error.as_deref()
     }
 }
 
@@ -449,6 +461,7 @@ async fn serve(
         history: Vec::new(),
         footer: false,
         eof: false,
+        read_error: None,
     };
     if conns.send(conn).is_err() {
         return;

@@ -3,7 +3,7 @@
 //! going. Every event is printed as JSON, exactly as the server user receives it.
 //!
 //! Run it with `scripts/demo.sh` (installs Prosody when missing), or
-//! `cargo run --release --example demo` when Prosody and prosody-modules are installed.
+//! `cargo run --example demo` when Prosody and prosody-modules are installed.
 
 #[path = "../tests/support/client.rs"]
 mod client;

@@ -5,4 +5,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-test-deps.sh >&2
-exec cargo run --release --locked --example demo
+exec cargo run --locked --example demo

@@ -93,8 +93,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         ));
         lanes.push(lane);
     }
-    // The connection closes the stream once every handle is gone: keep none here.
-    drop(handle);
+    // The connection closes the stream once every handle is gone, so this one is kept until the
+    // workers have stopped: herald with webhook sinks only must stay connected too.
+    let keep_open = handle;
 
     let service =
         PresenceService::new(store.clone(), &settings.presence, Fanout::new(lanes), &jid)?;
@@ -132,6 +133,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         warn!("delivery workers did not finish within the shutdown deadline; undelivered events stay in the outbox");
         workers.abort_all();
     }
+    drop(keep_open);
     let conn_result = match early {
         Some(r) => r,
         None => match tokio::time::timeout(STAGE_DEADLINE, &mut conn).await {

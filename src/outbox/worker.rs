@@ -152,12 +152,9 @@ async fn deliver_until_settled<T: Transport>(
     shutdown: &CancellationToken,
     events: Vec<QueuedEvent>,
 ) -> bool {
-    // The id names the batch's seq range: the same batch keeps it across retries and restarts.
-    let id = format!(
-        "{}-{}",
-        events.first().map(|e| e.seq).unwrap_or(0),
-        events.last().map(|e| e.seq).unwrap_or(0)
-    );
+    // The id names the batch's exact contents (seq range and a hash of the seq list): the same
+    // batch keeps it across retries and restarts, a different batch never gets it.
+    let id = batch_id(&events);
     let batch = Batch { id, events };
     let mut attempt = 0u32;
     loop {
@@ -258,5 +255,41 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
         _ = shutdown.cancelled() => true,
+    }
+}
+
+/// `FIRST-LAST-HASH`, with an FNV-1a hash of every `seq` in the batch.
+fn batch_id(events: &[QueuedEvent]) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for e in events {
+        for b in e.seq.to_be_bytes() {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    let first = events.first().map(|e| e.seq).unwrap_or(0);
+    let last = events.last().map(|e| e.seq).unwrap_or(0);
+    format!("{first}-{last}-{:08x}", hash as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(seqs: &[u64]) -> Vec<QueuedEvent> {
+        seqs.iter()
+            .map(|&seq| QueuedEvent {
+                seq,
+                json: (&b"{}"[..]).into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn batch_ids_name_the_exact_contents() {
+        assert_eq!(batch_id(&ev(&[1, 2, 3])), batch_id(&ev(&[1, 2, 3])));
+        assert_ne!(batch_id(&ev(&[1, 3])), batch_id(&ev(&[1, 2, 3])));
+        assert_ne!(batch_id(&ev(&[1, 3, 5])), batch_id(&ev(&[1, 2, 5])));
+        assert!(batch_id(&ev(&[7, 9])).starts_with("7-9-"));
     }
 }

@@ -15,15 +15,14 @@ impl Fanout {
         Fanout { lanes }
     }
 
-    /// Persists `event` into every sink's queue. An error means the store refused the write:
-    /// the event may be missing from some queues.
-    pub fn publish(&self, event: &PresenceEvent) -> Result<(), StoreError> {
-        if self.lanes.is_empty() {
+    /// Persists several events (in `seq` order) into every sink's queue, one batch per queue.
+    pub fn publish_many(&self, events: &[PresenceEvent]) -> Result<(), StoreError> {
+        if self.lanes.is_empty() || events.is_empty() {
             return Ok(());
         }
-        let json = event.to_json();
+        let rendered: Vec<(u64, String)> = events.iter().map(|e| (e.seq, e.to_json())).collect();
         for lane in &self.lanes {
-            lane.push(event.seq, json.as_bytes())?;
+            lane.push_many(&rendered)?;
         }
         Ok(())
     }

@@ -70,10 +70,16 @@ impl Lane {
         self.stats.clone()
     }
 
-    /// Persists one event into the queue, then wakes the worker.
-    pub fn push(&self, seq: u64, json: &[u8]) -> Result<(), StoreError> {
-        self.queue.push(seq, json)?;
-        self.stats.backlog.fetch_add(1, Ordering::Relaxed);
+    /// Persists several events (one batch), then wakes the worker.
+    pub fn push_many(&self, events: &[(u64, String)]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.queue
+            .push_many(events.iter().map(|(seq, json)| (*seq, json.as_bytes())))?;
+        self.stats
+            .backlog
+            .fetch_add(events.len(), Ordering::Relaxed);
         self.wake.notify_one();
         Ok(())
     }

@@ -36,7 +36,14 @@ pub struct PresenceService {
     saw_snapshot: bool,
     /// What the server's software implies for `snapshot = "auto"` (from its disco#info).
     server_snapshot: SnapshotMode,
+    /// Numbered events not yet persisted (see [`PresenceService::commit`]).
+    pending_events: Vec<PresenceEvent>,
+    /// Table changes not yet persisted.
+    pending_ops: Vec<StoreOp>,
 }
+
+/// Most events and table changes persisted in one group commit.
+const COMMIT_MAX: usize = 1024;
 
 impl PresenceService {
     /// Restores the table persisted by the previous run.
@@ -64,10 +71,16 @@ impl PresenceService {
             snapshot_deadline: None,
             saw_snapshot: false,
             server_snapshot: SnapshotMode::Auto,
+            pending_events: Vec::new(),
+            pending_ops: Vec::new(),
         })
     }
 
     /// Runs until the connection drops its sender (shutdown), then flushes the store.
+    ///
+    /// Group commit: after each event it takes whatever else is already queued (up to
+    /// [`COMMIT_MAX`]), then persists the resulting events and table changes in one batch per
+    /// tree before waking the sinks. A quiet stream commits after every event.
     pub async fn run(mut self, mut events: mpsc::Receiver<ConnectionEvent>) {
         loop {
             let deadline = self.snapshot_deadline;
@@ -76,19 +89,44 @@ impl PresenceService {
                 _ = sleep_until_opt(deadline) => {
                     warn!(timeout = ?self.snapshot_timeout, "the server did not confirm the end of its presence snapshot in time; closing it");
                     self.finish_snapshot().await;
+                    self.commit();
                     continue;
                 }
             };
-            match event {
-                Some(event) => self.handle(event).await,
-                None => break,
+            let Some(event) = event else { break };
+            self.handle(event).await;
+            while self.pending_events.len() + self.pending_ops.len() < COMMIT_MAX {
+                match events.try_recv() {
+                    Ok(event) => self.handle(event).await,
+                    Err(_) => break,
+                }
             }
+            self.commit();
         }
+        self.commit();
         if let Err(e) = self.seq.release() {
             error!(error = %e, "saving the event sequence at shutdown failed");
         }
         if let Err(e) = self.store.flush().await {
             error!(error = %e, "flushing the store at shutdown failed");
+        }
+    }
+
+    /// Persists the pending events into the outbox (and wakes the sinks), then the pending table
+    /// changes. In that order, a crash in between can only repeat an event (the next snapshot
+    /// re-derives it), never lose one.
+    pub fn commit(&mut self) {
+        if !self.pending_events.is_empty() {
+            if let Err(e) = self.fanout.publish_many(&self.pending_events) {
+                error!(events = self.pending_events.len(), first_seq = self.pending_events[0].seq, error = %e, "cannot persist events into the outbox");
+            }
+            self.pending_events.clear();
+        }
+        if !self.pending_ops.is_empty() {
+            if let Err(e) = self.store.apply_presence(&self.pending_ops) {
+                error!(error = %e, "cannot persist presence changes; the table on disk is stale until the next snapshot");
+            }
+            self.pending_ops.clear();
         }
     }
 
@@ -183,17 +221,13 @@ impl PresenceService {
         }
     }
 
-    /// Publishes an outcome's event into the outbox, then persists the table change. In that
-    /// order, a crash in between can only repeat an event (the next snapshot re-derives it),
-    /// never lose one.
+    /// Numbers an outcome's event and stages it, with its table change, for the next commit.
     async fn settle(&mut self, outcome: Outcome) {
         if let Some((source, args)) = outcome.event {
             match self.seq.next_seq() {
                 Ok(seq) => {
-                    let event = PresenceEvent::new(seq, now_millis(), source, args);
-                    if let Err(e) = self.fanout.publish(&event) {
-                        error!(seq, user = %event.args.user, error = %e, "cannot persist an event into the outbox");
-                    }
+                    self.pending_events
+                        .push(PresenceEvent::new(seq, now_millis(), source, args))
                 }
                 Err(e) => {
                     // Without a reserved seq the promise "never reused" could break: say so loudly.
@@ -201,13 +235,8 @@ impl PresenceService {
                 }
             }
         }
-        let stored = match &outcome.store {
-            StoreOp::Nothing => Ok(()),
-            StoreOp::Put(jid, state) => self.store.put_presence(jid, state),
-            StoreOp::Delete(jid) => self.store.delete_presence(jid),
-        };
-        if let Err(e) = stored {
-            error!(error = %e, "cannot persist a presence change; the table on disk is stale until the next snapshot");
+        if outcome.store != StoreOp::Nothing {
+            self.pending_ops.push(outcome.store);
         }
     }
 

@@ -25,7 +25,8 @@ pub const BODY: &str = "Presence update";
 /// Delivery policy of XMPP sinks (no config keys: the server is local and fast).
 pub fn policy() -> Policy {
     Policy {
-        batch_max: 500,
+        // Large: each batch waits for one ping round trip, which queues behind inbound traffic.
+        batch_max: 2000,
         batch_delay: Duration::ZERO,
         max_backlog: 1_000_000,
         retry_min: Duration::from_millis(500),

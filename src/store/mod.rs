@@ -15,7 +15,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::presence::tracker::ResourceState;
+use crate::presence::tracker::{ResourceState, StoreOp};
 
 /// Bumped when the on-disk layout changes incompatibly.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -110,6 +110,24 @@ impl Store {
             }
         }
         Ok(out)
+    }
+
+    /// Applies table changes in one batch (group commit of a burst of presences).
+    pub fn apply_presence(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        let mut any = false;
+        for op in ops {
+            match op {
+                StoreOp::Nothing => continue,
+                StoreOp::Put(jid, state) => batch.insert(jid.as_bytes(), encode_state(state)),
+                StoreOp::Delete(jid) => batch.remove(jid.as_bytes()),
+            }
+            any = true;
+        }
+        if any {
+            self.presence.apply_batch(batch)?;
+        }
+        Ok(())
     }
 
     pub fn put_presence(&self, full_jid: &str, state: &ResourceState) -> Result<(), StoreError> {

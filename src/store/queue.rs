@@ -79,6 +79,19 @@ impl SinkQueue {
         Ok(())
     }
 
+    /// Appends several events in one batch.
+    pub fn push_many<'a>(
+        &self,
+        events: impl IntoIterator<Item = (u64, &'a [u8])>,
+    ) -> Result<(), StoreError> {
+        let mut batch = SledBatch::default();
+        for (seq, json) in events {
+            batch.insert(&seq.to_be_bytes(), json);
+        }
+        self.queue.apply_batch(batch)?;
+        Ok(())
+    }
+
     /// Up to `max` of the oldest queued events.
     pub fn peek(&self, max: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let mut out = Vec::with_capacity(max.min(1024));

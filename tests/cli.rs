@@ -14,7 +14,11 @@ fn herald(args: &[&str]) -> std::process::Output {
 fn check_config_accepts_the_example() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/component.toml.example");
     let out = herald(&["check-config", "--config", example]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration is valid"));
 }
 

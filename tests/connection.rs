@@ -8,6 +8,8 @@
 
 #[path = "support/fake_server.rs"]
 mod fake_server;
+#[path = "support/herald.rs"]
+mod herald_support;
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -17,18 +19,15 @@ use fake_server::{
     escape, snapshot_presence, Conn, FakeServer, Login, Script, NS_COMPONENT, NS_DISCO_INFO,
     NS_PING, NS_STANZA_ERRORS,
 };
-use herald::app::RunError;
 use herald::config::Settings;
+use herald_support::{
+    event_json, init_test_tracing, is_event_message, seq, Config, Herald, JID, NS_FLUX, SECRET,
+};
 use minidom::Element;
 use serde_json::Value;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-const JID: &str = "herald.localhost";
-const SECRET: &str = "s3cret";
 const SERVER_USER: &str = "world@localhost";
-const NS_FLUX: &str = "flux:xmpp";
 
 /// Long enough for anything herald does on loopback; only a failing test waits this long.
 const EVENTUALLY: Duration = Duration::from_secs(5);
@@ -55,77 +54,13 @@ const RELAXED: Timers = Timers {
 };
 
 fn settings(server: &FakeServer, store: &Path, secret: &str, t: Timers) -> Settings {
-    let toml = format!(
-        r#"
-[component]
-jid = "{JID}"
-secret = "{secret}"
-server = "{addr}"
-keepalive = "{keepalive}"
-read_timeout = "{read_timeout}"
-request_timeout = "{request_timeout}"
-reconnect_min = "50ms"
-reconnect_max = "200ms"
-
-[store]
-path = '{store}'
-flush_interval = "10ms"
-
-[[sinks.xmpp]]
-domain = "localhost"
-server_user = "world"
-"#,
-        addr = server.addr,
-        keepalive = t.keepalive,
-        read_timeout = t.read_timeout,
-        request_timeout = t.request_timeout,
-        store = store.display(),
-    );
-    herald::config::load_str(&toml).unwrap_or_else(|e| panic!("test config: {e}"))
-}
-
-/// herald running in a task, with the trigger of its shutdown future.
-struct Herald {
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-}
-
-impl Herald {
-    fn start(settings: Settings) -> Herald {
-        init_tracing();
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(herald::app::run(settings, async move {
-            let _ = signal.await;
-        }));
-        Herald {
-            shutdown: Some(shutdown),
-            task,
-        }
-    }
-
-    /// Fires the shutdown future and waits at most `within` for `app::run` to return.
-    async fn stop(mut self, within: Duration) -> Result<(), RunError> {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match tokio::time::timeout(within, &mut self.task).await {
-            Ok(joined) => joined.expect("app::run panicked"),
-            Err(_) => {
-                self.task.abort();
-                panic!("app::run did not return within {within:?} of the shutdown signal");
-            }
-        }
-    }
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERALD_TEST_LOG")
-                .unwrap_or_else(|_| "off".into()),
-        )
-        .with_test_writer()
-        .try_init();
+    Config::new(JID, secret, server.addr, store)
+        .component("keepalive", &format!("\"{}\"", t.keepalive))
+        .component("read_timeout", &format!("\"{}\"", t.read_timeout))
+        .component("request_timeout", &format!("\"{}\"", t.request_timeout))
+        .fast_reconnect()
+        .xmpp_sink()
+        .settings()
 }
 
 async fn connected(server: &mut FakeServer) -> Conn {
@@ -160,10 +95,6 @@ async fn assert_answers_ping(conn: &mut Conn, id: &'static str) {
     assert_eq!(pong.attr("from"), Some(JID));
 }
 
-fn is_event_message(el: &Element) -> bool {
-    el.is("message", NS_COMPONENT) && el.has_child("event", NS_FLUX)
-}
-
 /// The JSON event carried by an event message, after checking the message's shape.
 fn event_of(msg: &Element) -> Value {
     assert_eq!(msg.attr("type"), Some("chat"), "{}", xml(msg));
@@ -173,7 +104,7 @@ fn event_of(msg: &Element) -> Value {
         .get_child("event", NS_FLUX)
         .expect("<event xmlns='flux:xmpp'/>");
     assert_eq!(event.attr("mime"), Some("application/json"));
-    let json: Value = serde_json::from_str(&event.text()).expect("the event is JSON");
+    let json = event_json(msg);
     assert_eq!(json["type"], "PRESENCE_DID_CHANGE");
     assert_eq!(
         Some(json["trace"].as_str().expect("trace is a string")),
@@ -197,10 +128,6 @@ async fn assert_no_event(conn: &mut Conn) {
     }
 }
 
-fn seq(event: &Value) -> u64 {
-    event["seq"].as_u64().expect("seq is a number")
-}
-
 fn xml(el: &Element) -> String {
     String::from(el)
 }
@@ -214,7 +141,7 @@ async fn answers_disco_ping_and_unknown_iqs_exactly_once() {
     let mut server = FakeServer::start(SECRET).await;
     server.script_default(Script::accept().advertise());
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(settings(&server, dir.path(), SECRET, RELAXED));
+    let herald = Herald::start_with_test_log(settings(&server, dir.path(), SECRET, RELAXED));
     let mut conn = connected(&mut server).await;
 
     conn.send_raw(&format!(
@@ -296,7 +223,7 @@ async fn answers_disco_ping_and_unknown_iqs_exactly_once() {
 async fn wrong_secret_on_the_first_attempt_is_fatal() {
     let mut server = FakeServer::start("not-the-secret").await;
     let dir = tempfile::tempdir().unwrap();
-    init_tracing();
+    init_test_tracing();
     let started = Instant::now();
     let result = tokio::time::timeout(
         Duration::from_secs(3),
@@ -335,7 +262,7 @@ async fn conflict_is_retried_slowly_and_the_next_login_works() {
     server.script_next(Script::conflict());
     server.script_default(Script::accept().advertise());
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(settings(&server, dir.path(), SECRET, RELAXED));
+    let herald = Herald::start_with_test_log(settings(&server, dir.path(), SECRET, RELAXED));
 
     let first = server
         .next_attempt(EVENTUALLY)
@@ -372,7 +299,7 @@ async fn keepalive_holds_a_short_timeout_stream_open() {
         read_timeout: "2s",
         request_timeout: "1s",
     };
-    let herald = Herald::start(settings(&server, dir.path(), SECRET, timers));
+    let herald = Herald::start_with_test_log(settings(&server, dir.path(), SECRET, timers));
     let mut conn = connected(&mut server).await;
 
     // 5 s, i.e. 2.5 read timeouts: the stream stays up on herald's pings and the answers.
@@ -415,7 +342,7 @@ async fn a_silent_server_is_detected_and_herald_reconnects() {
         read_timeout: "1s",
         request_timeout: "500ms",
     };
-    let herald = Herald::start(settings(&server, dir.path(), SECRET, timers));
+    let herald = Herald::start_with_test_log(settings(&server, dir.path(), SECRET, timers));
     let mut silent = connected(&mut server).await;
     let logged_in = Instant::now();
 
@@ -448,7 +375,7 @@ async fn reconnects_after_the_server_drops_the_socket() {
     let mut server = FakeServer::start(SECRET).await;
     server.script_default(Script::accept().advertise());
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(settings(&server, dir.path(), SECRET, RELAXED));
+    let herald = Herald::start_with_test_log(settings(&server, dir.path(), SECRET, RELAXED));
     let first = connected(&mut server).await;
     let first_id = first.stream_id.clone();
 
@@ -488,7 +415,7 @@ async fn snapshot_then_restart_resyncs_only_what_changed() {
             .then_send(snapshot_presence(alice, JID))
             .then_send(snapshot_presence(bob, JID)),
     );
-    let herald = Herald::start(settings(&server, dir.path(), SECRET, RELAXED));
+    let herald = Herald::start_with_test_log(settings(&server, dir.path(), SECRET, RELAXED));
     let mut conn = connected(&mut server).await;
     let mut first = vec![next_event(&mut conn).await, next_event(&mut conn).await];
     first.sort_by_key(seq);
@@ -513,7 +440,7 @@ async fn snapshot_then_restart_resyncs_only_what_changed() {
             .advertise()
             .then_send(snapshot_presence(alice, JID)),
     );
-    let herald = Herald::start(settings(&server, dir.path(), SECRET, RELAXED));
+    let herald = Herald::start_with_test_log(settings(&server, dir.path(), SECRET, RELAXED));
     let mut conn = connected(&mut server).await;
     let gone = next_event(&mut conn).await;
     assert_eq!(gone["args"]["user"], bob, "{gone}");
@@ -537,7 +464,7 @@ async fn graceful_shutdown_sends_queued_events_then_closes_the_stream() {
     let mut server = FakeServer::start(SECRET).await;
     server.script_default(Script::accept().advertise());
     let dir = tempfile::tempdir().unwrap();
-    let herald = Herald::start(settings(&server, dir.path(), SECRET, RELAXED));
+    let herald = Herald::start_with_test_log(settings(&server, dir.path(), SECRET, RELAXED));
     let mut conn = connected(&mut server).await;
 
     // Many presences, then a ping: once herald has answered the ping it has read every presence,

@@ -27,6 +27,8 @@
 
 #[path = "support/fake_server.rs"]
 mod fake_server;
+#[path = "support/herald.rs"]
+mod herald_support;
 #[path = "support/webhook_receiver.rs"]
 mod webhook_receiver;
 
@@ -37,14 +39,13 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fake_server::{escape, Conn, FakeServer, Script, NS_COMPONENT};
-use minidom::Element;
+use fake_server::{escape, Conn, FakeServer, Script};
+use herald_support::{
+    event_json, file_tail, is_event_message, seq, transitions, user_presence, Config, JID, SECRET,
+};
 use serde_json::Value;
 use webhook_receiver::{Answer, Reply, Request, WebhookReceiver};
 
-const JID: &str = "herald.localhost";
-const SECRET: &str = "s3cret";
-const NS_FLUX: &str = "flux:xmpp";
 /// Generous: the binary starts, opens the store and logs in.
 const EVENTUALLY: Duration = Duration::from_secs(10);
 
@@ -122,9 +123,7 @@ impl Drop for HeraldProcess {
 }
 
 fn log_tail(path: &Path) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(80)..].join("\n")
+    file_tail(path, 80)
 }
 
 /// Prints herald's log tail when the test fails (always with env `HERALD_TEST_DUMP`).
@@ -169,41 +168,28 @@ impl Setup {
 
     /// Writes `component.toml` and returns its path.
     fn write_config(&self) -> PathBuf {
-        let toml = format!(
-            r#"
-[component]
-jid = "{JID}"
-secret = "{SECRET}"
-server = "{addr}"
-reconnect_min = "50ms"
-reconnect_max = "200ms"
-
-[store]
-path = '{store}'
-flush_interval = "10ms"
-
-[presence]
-snapshot = "never"
-
-[[sinks.xmpp]]
-domain = "localhost"
-server_user = "world"
-
-[[sinks.webhook]]
-name = "hook"
+        let config = Config::new(
+            JID,
+            SECRET,
+            self.server.addr,
+            &self.dir.path().join("store"),
+        )
+        .fast_reconnect()
+        .presence("snapshot = \"never\"")
+        .xmpp_sink()
+        .webhook(&format!(
+            r#"name = "hook"
 url = "{url}"
 retry_min = "100ms"
 retry_max = "400ms"
 timeout = "500ms"
 batch_max = 50
 "#,
-            addr = self.server.addr,
-            store = self.dir.path().join("store").display(),
             url = self.receiver.url("/hook"),
-        );
-        herald::config::load_str(&toml).unwrap_or_else(|e| panic!("test config: {e}\n{toml}"));
+        ));
+        config.settings();
         let path = self.dir.path().join("component.toml");
-        std::fs::write(&path, toml).expect("write component.toml");
+        std::fs::write(&path, config.toml()).expect("write component.toml");
         path
     }
 
@@ -223,22 +209,6 @@ batch_max = 50
     }
 }
 
-/// `n` transitions, each of which changes availability: users cycle between available (even
-/// rounds) and unavailable (odd rounds). `(full JID, presence)`.
-fn transitions(n: usize, users: usize) -> Vec<(String, &'static str)> {
-    (0..n)
-        .map(|i| {
-            let user = format!("u{}@localhost/r", i % users);
-            let presence = if (i / users) % 2 == 0 {
-                "available"
-            } else {
-                "unavailable"
-            };
-            (user, presence)
-        })
-        .collect()
-}
-
 fn presence_xml((user, presence): &(String, &str)) -> String {
     let kind = if *presence == "unavailable" {
         " type='unavailable'"
@@ -246,24 +216,6 @@ fn presence_xml((user, presence): &(String, &str)) -> String {
         ""
     };
     format!("<presence{kind} from='{}' to='{JID}'/>", escape(user))
-}
-
-fn seq(e: &Value) -> u64 {
-    e["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {e}"))
-}
-
-fn user_presence(e: &Value) -> (String, String) {
-    (
-        e["args"]["user"].as_str().unwrap_or_default().to_owned(),
-        e["args"]["presence"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
-}
-
-fn is_event_message(el: &Element) -> bool {
-    el.is("message", NS_COMPONENT) && el.has_child("event", NS_FLUX)
 }
 
 /// Receives `n` event messages from the XMPP sink.
@@ -278,8 +230,7 @@ async fn xmpp_events(conn: &mut Conn, n: usize, timeout: Duration) -> Vec<Value>
                 got.len()
             );
         };
-        let text = msg.get_child("event", NS_FLUX).expect("<event/>").text();
-        got.push(serde_json::from_str(&text).expect("JSON event"));
+        got.push(event_json(&msg));
     }
     got
 }
@@ -362,7 +313,7 @@ async fn sigkill_after_the_events_were_persisted_loses_nothing() {
     s.receiver.set_default(Reply::status(500).body("try later"));
     let (mut herald, mut conn) = s.spawn().await;
 
-    let sent = transitions(K, 30);
+    let sent = transitions(K, 30, "u");
     for chunk in sent.chunks(50) {
         conn.send_raw(&chunk.iter().map(presence_xml).collect::<String>())
             .await;
@@ -440,7 +391,7 @@ async fn sigkill_in_the_middle_of_a_burst_keeps_everything_the_endpoint_saw() {
         .script_all(std::iter::repeat_n([Reply::status(500), Reply::status(200)], TOTAL).flatten());
     let (mut herald, conn) = s.spawn().await;
 
-    let sent = Arc::new(transitions(TOTAL, 50));
+    let sent = Arc::new(transitions(TOTAL, 50, "u"));
     let written = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     let sender = tokio::spawn({

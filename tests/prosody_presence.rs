@@ -14,22 +14,18 @@
 mod support;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald::app::RunError;
 use minidom::Element;
 use serde_json::Value;
 use support::client::{C2s, NS_CLIENT};
+use support::herald::{stop_servers, Config, DumpOnPanic, Herald, Logs, NS_FLUX};
 use support::prosody::Prosody;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const COMPONENT: &str = "herald.localhost";
 const WORLD: &str = "world@localhost";
-const NS_FLUX: &str = "flux:xmpp";
 const NS_DELAY: &str = "urn:xmpp:delay";
 /// Longest wait for one expected event.
 const T: Duration = Duration::from_secs(5);
@@ -42,172 +38,36 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 // herald in-process
 // ------------------------------------------------------------------------------------------------
 
-/// A herald running in-process on the test's runtime.
-struct Herald {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
+/// Starts herald against `p` with its store in `store`; `changes` is `[presence] changes`.
+fn start_herald(p: &Prosody, store: &Path, changes: &str) -> Herald {
+    start_herald_with(p, store, &format!("changes = \"{changes}\""))
 }
 
-impl Herald {
-    /// Starts herald against `p` with its store in `store`; `changes` is `[presence] changes`.
-    fn start(p: &Prosody, store: &Path, changes: &str) -> Herald {
-        Herald::start_with(p, store, &format!("changes = \"{changes}\""))
-    }
-
-    /// Like [`Herald::start`], with `presence` as the body of the `[presence]` section.
-    fn start_with(p: &Prosody, store: &Path, presence: &str) -> Herald {
-        let toml = format!(
-            r#"
-[component]
-jid = "{jid}"
-secret = "{secret}"
-server = "{server}"
-
-[store]
-path = '{store}'
-flush_interval = "10ms"
-
-[presence]
-{presence}
-
-[[sinks.xmpp]]
-domain = "localhost"
-server_user = "world"
-"#,
-            jid = p.component_jid,
-            secret = p.component_secret,
-            server = p.component_addr(),
-            store = store.display(),
-        );
-        let settings = herald::config::load_str(&toml)
-            .unwrap_or_else(|e| panic!("test config rejected:\n{e}\n{toml}"));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(herald::app::run(settings, async move {
-            let _ = stop_rx.await;
-        }));
-        Herald {
-            stop: Some(stop_tx),
-            task,
-        }
-    }
-
-    fn is_running(&self) -> bool {
-        !self.task.is_finished()
-    }
-
-    /// Asks for a graceful shutdown and returns what `run` returned.
-    async fn stop(mut self) -> Result<(), RunError> {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        match tokio::time::timeout(STOP_TIMEOUT, &mut self.task).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => panic!("the herald task panicked or was cancelled: {e}"),
-            Err(_) => panic!("herald did not stop within {STOP_TIMEOUT:?}"),
-        }
-    }
+/// Like [`start_herald`], with `presence` as the body of the `[presence]` section.
+fn start_herald_with(p: &Prosody, store: &Path, presence: &str) -> Herald {
+    Herald::start(
+        Config::new(
+            &p.component_jid,
+            &p.component_secret,
+            p.component_addr(),
+            store,
+        )
+        .presence(presence)
+        .xmpp_sink()
+        .settings(),
+    )
 }
 
-// ------------------------------------------------------------------------------------------------
-// Log capture
-// ------------------------------------------------------------------------------------------------
-
-/// herald's log lines of one test (a thread-local subscriber; see the module doc).
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    /// Captures everything logged on this thread (hence by every task of this test's runtime)
-    /// until the guard is dropped.
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || logs.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-
-    /// Waits for a log line for which `pred` holds, and returns it.
-    async fn wait_for_line(
-        &self,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(line) = self.text().lines().find(|l| pred(l)) {
-                return Some(line.to_owned());
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// Waits for the ERROR about the missing presence permission.
-    async fn wait_for_missing_presence_error(&self) -> String {
-        self.wait_for_line(T, |l| l.contains("ERROR") && l.contains("managed_entity"))
-            .await
-            .unwrap_or_else(|| {
-                panic!(
-                    "no ERROR line mentioning managed_entity within {T:?}:\n{}",
-                    self.text()
-                )
-            })
-    }
-}
-
-/// Prints herald's log and the Prosody log tail if the test panics (always with env
-/// `HERALD_TEST_DUMP` set). Declare it after the
-/// `Prosody` (it must drop first, while the Prosody temp dir still exists).
-struct DumpOnPanic {
-    logs: Logs,
-    prosody_logs: Vec<PathBuf>,
-}
-
-impl DumpOnPanic {
-    fn new(logs: &Logs, servers: &[&Prosody]) -> Self {
-        DumpOnPanic {
-            logs: logs.clone(),
-            prosody_logs: servers.iter().map(|p| p.log_path.clone()).collect(),
-        }
-    }
-}
-
-impl Drop for DumpOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() && std::env::var_os("HERALD_TEST_DUMP").is_none() {
-            return;
-        }
-        eprintln!("===== herald log =====\n{}", self.logs.text());
-        for path in &self.prosody_logs {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().collect();
-            let start = lines.len().saturating_sub(60);
-            eprintln!(
-                "===== prosody log tail ({}) =====\n{}",
-                path.display(),
-                lines[start..].join("\n")
-            );
-        }
-    }
+/// Waits for the ERROR about the missing presence permission.
+async fn wait_for_missing_presence_error(logs: &Logs) -> String {
+    logs.wait_for_line(T, |l| l.contains("ERROR") && l.contains("managed_entity"))
+        .await
+        .unwrap_or_else(|| {
+            panic!(
+                "no ERROR line mentioning managed_entity within {T:?}:\n{}",
+                logs.text()
+            )
+        })
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -513,15 +373,6 @@ async fn sync(c: &mut C2s) {
     assert!(answer.is_some(), "{}: no answer to the sync ping", c.jid());
 }
 
-/// Stops the servers off the runtime thread, so that the clients still connected to them can
-/// answer the server's stream close meanwhile (Prosody waits for them before it exits; blocking
-/// the runtime in `Drop` would cost the whole SIGTERM grace period).
-async fn stop_servers(servers: Vec<Prosody>) {
-    tokio::task::spawn_blocking(move || drop(servers))
-        .await
-        .expect("stopping the servers");
-}
-
 async fn login(p: &Prosody, jid: &str, password: &str) -> C2s {
     C2s::login(&p.c2s_addr(), jid, password).await
 }
@@ -529,7 +380,7 @@ async fn login(p: &Prosody, jid: &str, password: &str) -> C2s {
 /// Starts herald and waits for the server user's own presence event: herald is connected and the
 /// XMPP sink delivers.
 async fn start_with_world(p: &Prosody, store: &Path, changes: &str) -> (Herald, World) {
-    let herald = Herald::start(p, store, changes);
+    let herald = start_herald(p, store, changes);
     let mut world = World::login(p).await;
     world
         .wait_until("its own presence event", T, |g| {
@@ -553,7 +404,7 @@ async fn live_transitions(changes: &str) {
         .await;
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p]);
+    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
     let all = changes == "all";
 
@@ -656,7 +507,7 @@ async fn live_transitions(changes: &str) {
     }
 
     assert!(herald.is_running(), "herald stopped on its own");
-    herald.stop().await.expect("graceful shutdown");
+    herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
     drop(laptop);
     stop_servers(vec![p]).await;
 }
@@ -691,7 +542,7 @@ async fn user_online_before_herald_starts_comes_as_snapshot() {
         .await;
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p]);
+    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
 
     let mut world = World::login(&p).await;
@@ -701,7 +552,7 @@ async fn user_online_before_herald_starts_comes_as_snapshot() {
         .await;
     sync(&mut carol).await;
 
-    let herald = Herald::start(&p, store.path(), "availability");
+    let herald = start_herald(&p, store.path(), "availability");
     world
         .wait_until("carol's snapshot event", T, |g| {
             !of(g, "carol@localhost").is_empty()
@@ -728,7 +579,7 @@ async fn user_online_before_herald_starts_comes_as_snapshot() {
     assert_eq!(w[0].source(), "snapshot", "{}", w[0]);
     assert_eq!(got.len(), 2, "{}", list(&got));
 
-    herald.stop().await.expect("graceful shutdown");
+    herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
     stop_servers(vec![p]).await;
     eprintln!(
         "user_online_before_herald_starts_comes_as_snapshot: {:?}",
@@ -754,7 +605,7 @@ async fn restart_reports_what_changed_while_away() {
         .await;
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p]);
+    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
 
     let (herald, mut world) = start_with_world(&p, store.path(), "availability").await;
@@ -767,7 +618,7 @@ async fn restart_reports_what_changed_while_away() {
             !of(g, "alice@localhost").is_empty() && !of(g, "bob@localhost").is_empty()
         })
         .await;
-    herald.stop().await.expect("graceful shutdown");
+    herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
     world.collect_for(Duration::from_millis(300)).await;
     let before = world.got.clone();
     assert_no_duplicates(&before);
@@ -784,7 +635,7 @@ async fn restart_reports_what_changed_while_away() {
     sync(&mut dave).await;
     sync(&mut alice).await;
 
-    let herald = Herald::start(&p, store.path(), "availability");
+    let herald = start_herald(&p, store.path(), "availability");
     world
         .wait_until("bob's and dave's changes", T, |g| {
             let after = &g[before.len()..];
@@ -846,7 +697,7 @@ async fn restart_reports_what_changed_while_away() {
     );
     assert!(last.seq() > after.iter().map(Event::seq).max().unwrap());
 
-    herald.stop().await.expect("graceful shutdown");
+    herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
     drop(dave);
     stop_servers(vec![p]).await;
     eprintln!(
@@ -909,7 +760,7 @@ async fn events_produced_before_shutdown_are_delivered() {
         .await;
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p]);
+    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
 
     let (mut herald, mut world) = start_with_world(&p, store.path(), "all").await;
@@ -952,13 +803,13 @@ async fn events_produced_before_shutdown_are_delivered() {
             })
             .await;
         let stop_requested = Instant::now();
-        herald.stop().await.expect("graceful shutdown");
+        herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
         shutdowns.push(stop_requested.elapsed());
         // Anything in flight when run returned arrives within this.
         world.collect_for(Duration::from_millis(500)).await;
         restarted_at.push(world.got.len());
 
-        herald = Herald::start(&p, store.path(), "all");
+        herald = start_herald(&p, store.path(), "all");
         // Ready for the next round once a probe's presence has come through: whatever the
         // server sent before it (the snapshot) has been handled, and later presences are live.
         let probe_jid = format!("dave@localhost/probe{round}");
@@ -983,7 +834,7 @@ async fn events_produced_before_shutdown_are_delivered() {
     }
     world.collect_for(QUIET).await;
     herald
-        .stop()
+        .stop(STOP_TIMEOUT)
         .await
         .expect("graceful shutdown after the last restart");
 
@@ -1137,14 +988,14 @@ async fn server_goes_down(down: Down, snapshot: Option<&str>, alice_returns: boo
         .await;
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p]);
+    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
     let mut presence = "changes = \"availability\"".to_owned();
     if let Some(mode) = snapshot {
         presence.push_str(&format!("\nsnapshot = \"{mode}\""));
     }
 
-    let herald = Herald::start_with(&p, store.path(), &presence);
+    let herald = start_herald_with(&p, store.path(), &presence);
     let mut world = World::login(&p).await;
     let mut alice = login(&p, "alice@localhost/phone", "pa").await;
     alice.send_presence(None, None, 0).await;
@@ -1211,7 +1062,7 @@ async fn server_goes_down(down: Down, snapshot: Option<&str>, alice_returns: boo
     for e in &got {
         assert!(e.seq() > max_before, "{e}");
     }
-    herald.stop().await.expect("graceful shutdown");
+    herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
     drop(alice);
     stop_servers(vec![p]).await;
     of(&got, "alice@localhost")
@@ -1308,11 +1159,11 @@ async fn missing_presence_permission_is_reported_and_not_fatal() {
         .await;
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p]);
+    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
 
-    let herald = Herald::start(&p, store.path(), "availability");
-    let line = logs.wait_for_missing_presence_error().await;
+    let herald = start_herald(&p, store.path(), "availability");
+    let line = wait_for_missing_presence_error(&logs).await;
     assert!(line.contains(COMPONENT), "names the component: {line}");
 
     let mut world = World::login(&p).await;
@@ -1336,7 +1187,7 @@ async fn missing_presence_permission_is_reported_and_not_fatal() {
         1,
         "herald connected once and stayed connected"
     );
-    herald.stop().await.expect("graceful shutdown");
+    herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
     stop_servers(vec![p]).await;
     eprintln!(
         "missing_presence_permission_is_reported_and_not_fatal: {:?}",
@@ -1359,7 +1210,7 @@ async fn restart_without_presence_permission(snapshot: Option<&str>) {
     );
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&full, &narrow]);
+    let _dump = DumpOnPanic::new(&logs, &[&full.log_path, &narrow.log_path]);
     let store = tempfile::tempdir().unwrap();
     let mut presence = "changes = \"availability\"".to_owned();
     if let Some(mode) = snapshot {
@@ -1367,7 +1218,7 @@ async fn restart_without_presence_permission(snapshot: Option<&str>) {
     }
 
     // First run, with presence permission: world and alice are online, herald knows it.
-    let herald = Herald::start_with(&full, store.path(), &presence);
+    let herald = start_herald_with(&full, store.path(), &presence);
     let mut world = World::login(&full).await;
     let mut alice = login(&full, "alice@localhost/phone", "pa").await;
     alice.send_presence(None, None, 0).await;
@@ -1376,7 +1227,7 @@ async fn restart_without_presence_permission(snapshot: Option<&str>) {
             !of(g, "alice@localhost").is_empty() && !of(g, WORLD).is_empty()
         })
         .await;
-    herald.stop().await.expect("graceful shutdown");
+    herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
 
     // Second run, same store, against a server that grants no presence permission (think: the
     // same server, whose operator dropped the permission by mistake). Both are online there too.
@@ -1384,15 +1235,15 @@ async fn restart_without_presence_permission(snapshot: Option<&str>) {
     let mut alice2 = login(&narrow, "alice@localhost/phone", "pa").await;
     alice2.send_presence(None, None, 0).await;
     sync(&mut alice2).await;
-    let herald = Herald::start_with(&narrow, store.path(), &presence);
-    logs.wait_for_missing_presence_error().await;
+    let herald = start_herald_with(&narrow, store.path(), &presence);
+    wait_for_missing_presence_error(&logs).await;
     world2.collect_for(Duration::from_secs(2)).await;
     assert!(
         world2.got.is_empty(),
         "herald saw no presence at all (the server did not grant it), yet announced:{}",
         list(&world2.got)
     );
-    herald.stop().await.expect("graceful shutdown");
+    herald.stop(STOP_TIMEOUT).await.expect("graceful shutdown");
     drop((alice, alice2));
     stop_servers(vec![full, narrow]).await;
 }

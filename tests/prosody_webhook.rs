@@ -16,18 +16,14 @@ mod support;
 mod webhook_receiver;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use herald::app::RunError;
 use serde_json::Value;
 use support::client::C2s;
+use support::herald::{event_json, stop_servers, Config, DumpOnPanic, Herald, Logs, NS_FLUX};
 use support::prosody::Prosody;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use webhook_receiver::{Request, WebhookReceiver};
 
-const NS_FLUX: &str = "flux:xmpp";
 /// HMAC key of the webhook sink; the receiver verifies every request with it.
 const HOOK_KEY: &str = "prosody-hook-key";
 /// Longest wait for one expected event.
@@ -40,33 +36,18 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 // herald in-process, with both sinks
 // ------------------------------------------------------------------------------------------------
 
-struct Herald {
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-}
-
-impl Herald {
-    fn start(p: &Prosody, store: &Path, receiver: &WebhookReceiver) -> Herald {
-        let toml = format!(
-            r#"
-[component]
-jid = "{jid}"
-secret = "{secret}"
-server = "{server}"
-
-[store]
-path = '{store}'
-flush_interval = "10ms"
-
-[presence]
-changes = "all"
-
-[[sinks.xmpp]]
-domain = "localhost"
-server_user = "world"
-
-[[sinks.webhook]]
-name = "game"
+fn start_herald(p: &Prosody, store: &Path, receiver: &WebhookReceiver) -> Herald {
+    Herald::start(
+        Config::new(
+            &p.component_jid,
+            &p.component_secret,
+            p.component_addr(),
+            store,
+        )
+        .presence("changes = \"all\"")
+        .xmpp_sink()
+        .webhook(&format!(
+            r#"name = "game"
 url = "{url}"
 secret = "{HOOK_KEY}"
 headers = {{ Authorization = "Bearer game-token" }}
@@ -74,89 +55,10 @@ retry_min = "100ms"
 retry_max = "400ms"
 timeout = "2s"
 "#,
-            jid = p.component_jid,
-            secret = p.component_secret,
-            server = p.component_addr(),
-            store = store.display(),
             url = receiver.url("/hooks/presence"),
-        );
-        let settings = herald::config::load_str(&toml)
-            .unwrap_or_else(|e| panic!("test config rejected:\n{e}\n{toml}"));
-        let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(herald::app::run(settings, async move {
-            let _ = stop_rx.await;
-        }));
-        Herald {
-            stop: Some(stop_tx),
-            task,
-        }
-    }
-
-    async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        match tokio::time::timeout(STOP_TIMEOUT, &mut self.task).await {
-            Ok(Ok(r)) => r.expect("app::run returns Ok after a graceful shutdown"),
-            Ok(Err(e)) => panic!("the herald task panicked or was cancelled: {e}"),
-            Err(_) => panic!("herald did not stop within {STOP_TIMEOUT:?}"),
-        }
-    }
-}
-
-// ------------------------------------------------------------------------------------------------
-// Logs (a thread-local subscriber: `#[tokio::test]` runs every task of a test on its thread)
-// ------------------------------------------------------------------------------------------------
-
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Logs {
-    fn install(&self) -> tracing::subscriber::DefaultGuard {
-        let logs = self.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_max_level(tracing::Level::DEBUG)
-            .with_writer(move || logs.clone())
-            .finish();
-        tracing::subscriber::set_default(subscriber)
-    }
-
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-/// Prints herald's log and the Prosody log tail if the test panics. Declare it after the
-/// `Prosody` (it must drop first, while the Prosody temp dir still exists).
-struct DumpOnPanic {
-    logs: Logs,
-    prosody_log: std::path::PathBuf,
-}
-
-impl Drop for DumpOnPanic {
-    fn drop(&mut self) {
-        if !std::thread::panicking() && std::env::var_os("HERALD_TEST_DUMP").is_none() {
-            return;
-        }
-        eprintln!("===== herald log =====\n{}", self.logs.text());
-        let text = std::fs::read_to_string(&self.prosody_log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        eprintln!(
-            "===== prosody log tail =====\n{}",
-            lines[lines.len().saturating_sub(60)..].join("\n")
-        );
-    }
+        ))
+        .settings(),
+    )
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -182,8 +84,7 @@ impl World {
     async fn recv(&mut self, timeout: Duration) -> bool {
         match self.c2s.next_message_with(NS_FLUX, "event", timeout).await {
             Some(msg) => {
-                let event = msg.get_child("event", NS_FLUX).expect("<event/>");
-                let json: Value = serde_json::from_str(&event.text()).expect("JSON event");
+                let json = event_json(&msg);
                 assert_eq!(
                     msg.attr("id"),
                     json["trace"].as_str(),
@@ -332,12 +233,6 @@ async fn sync(c: &mut C2s, id: &str) {
     assert!(answer.is_some(), "{}: no answer to the sync ping", c.jid());
 }
 
-async fn stop_server(p: Prosody) {
-    tokio::task::spawn_blocking(move || drop(p))
-        .await
-        .expect("stopping the server");
-}
-
 // ------------------------------------------------------------------------------------------------
 // Tests
 // ------------------------------------------------------------------------------------------------
@@ -357,15 +252,12 @@ async fn webhook_gets_exactly_what_the_server_user_gets() {
         .await;
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic {
-        logs: logs.clone(),
-        prosody_log: p.log_path.clone(),
-    };
+    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
     let receiver = WebhookReceiver::start().await;
     receiver.set_secret(HOOK_KEY.as_bytes());
 
-    let herald = Herald::start(&p, store.path(), &receiver);
+    let herald = start_herald(&p, store.path(), &receiver);
     let mut world = World::login(&p).await;
     world.wait_for(1, "its own presence event").await;
 
@@ -428,10 +320,10 @@ async fn webhook_gets_exactly_what_the_server_user_gets() {
     assert_eq!(hook[6]["args"]["priority"], -1);
     assert_eq!(hook[9]["args"]["show"], "xa");
 
-    herald.stop().await;
+    herald.stop_ok(STOP_TIMEOUT).await;
     drop(laptop);
     drop(carol);
-    stop_server(p).await;
+    stop_servers(p).await;
     eprintln!(
         "webhook_gets_exactly_what_the_server_user_gets: {:?}",
         started.elapsed()
@@ -449,10 +341,7 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
         .await;
     let logs = Logs::default();
     let _log_guard = logs.install();
-    let _dump = DumpOnPanic {
-        logs: logs.clone(),
-        prosody_log: p.log_path.clone(),
-    };
+    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
     let receiver = WebhookReceiver::start().await;
     receiver.set_secret(HOOK_KEY.as_bytes());
@@ -465,10 +354,10 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
         .await;
     sync(&mut alice, "before-herald").await;
 
-    let herald = Herald::start(&p, store.path(), &receiver);
+    let herald = start_herald(&p, store.path(), &receiver);
     world.wait_for(2, "the snapshot of world and alice").await;
     world.collect_for(QUIET).await;
-    herald.stop().await;
+    herald.stop_ok(STOP_TIMEOUT).await;
 
     // While herald is away: alice leaves, carol arrives.
     alice.send_unavailable().await;
@@ -477,7 +366,7 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
     carol.send_presence(None, None, 0).await;
     sync(&mut carol, "while-away").await;
 
-    let herald = Herald::start(&p, store.path(), &receiver);
+    let herald = start_herald(&p, store.path(), &receiver);
     world
         .wait_for(4, "alice resynced offline, carol from the snapshot")
         .await;
@@ -524,10 +413,10 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
         list(&hook)
     );
 
-    herald.stop().await;
+    herald.stop_ok(STOP_TIMEOUT).await;
     drop(carol);
     drop(world);
-    stop_server(p).await;
+    stop_servers(p).await;
     eprintln!(
         "snapshot_and_resync_events_reach_both_sinks_identically: {:?}",
         started.elapsed()

@@ -14,6 +14,8 @@
 
 #[path = "support/fake_server.rs"]
 mod fake_server;
+#[path = "support/herald.rs"]
+mod herald_support;
 #[path = "support/webhook_receiver.rs"]
 mod webhook_receiver;
 
@@ -21,17 +23,13 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use fake_server::{escape, Conn, FakeServer, Script, NS_COMPONENT};
-use herald::app::RunError;
-use minidom::Element;
+use fake_server::{escape, Conn, FakeServer, Script};
+use herald_support::{
+    event_json, is_event_message, seq, transitions, user_presence, Config, Herald, JID, SECRET,
+};
 use serde_json::Value;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 use webhook_receiver::{Answer, Reply, Request, WebhookReceiver};
 
-const JID: &str = "herald.localhost";
-const SECRET: &str = "s3cret";
-const NS_FLUX: &str = "flux:xmpp";
 /// Name of the webhook sink (its queue and dead letters in the store).
 const HOOK: &str = "hook";
 
@@ -97,53 +95,30 @@ impl Setup {
     }
 
     /// The configuration, also written to `component.toml` (for the `herald` command line).
-    fn config(&self) -> String {
-        let mut hook = String::new();
+    fn config(&self) -> Config {
+        let mut hook = format!(
+            "name = \"{HOOK}\"\nurl = \"{}\"\n",
+            self.receiver.url("/hook")
+        );
         for (k, v) in &self.hook {
             hook.push_str(&format!("{k} = {v}\n"));
         }
-        let xmpp = if self.xmpp_sink {
-            "[[sinks.xmpp]]\ndomain = \"localhost\"\nserver_user = \"world\"\n"
-        } else {
-            ""
-        };
         // No snapshot: the fake server sends none, and a restart must stay quiet (only the
         // outbox is delivered), so every event a test sees is one it caused.
-        let toml = format!(
-            r#"
-[component]
-jid = "{JID}"
-secret = "{SECRET}"
-server = "{addr}"
-reconnect_min = "50ms"
-reconnect_max = "200ms"
-
-[store]
-path = '{store}'
-flush_interval = "10ms"
-
-[presence]
-snapshot = "never"
-
-[[sinks.webhook]]
-name = "{HOOK}"
-url = "{url}"
-{hook}
-{xmpp}"#,
-            addr = self.server.addr,
-            store = self.store().display(),
-            url = self.receiver.url("/hook"),
-        );
-        std::fs::write(self.config_path(), &toml).expect("write component.toml");
-        toml
+        let mut config = Config::new(JID, SECRET, self.server.addr, &self.store())
+            .fast_reconnect()
+            .presence("snapshot = \"never\"")
+            .webhook(&hook);
+        if self.xmpp_sink {
+            config = config.xmpp_sink();
+        }
+        std::fs::write(self.config_path(), config.toml()).expect("write component.toml");
+        config
     }
 
     /// Starts herald in-process and returns it with its (logged-in) connection.
     async fn start(&mut self) -> (Herald, Conn) {
-        let toml = self.config();
-        let settings = herald::config::load_str(&toml)
-            .unwrap_or_else(|e| panic!("test config rejected:\n{e}\n{toml}"));
-        let herald = Herald::start(settings);
+        let herald = Herald::start_with_test_log(self.config().settings());
         let conn = self
             .server
             .next_connection(EVENTUALLY)
@@ -174,52 +149,6 @@ url = "{url}"
     }
 }
 
-/// herald running in a task, with the trigger of its shutdown future.
-struct Herald {
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
-}
-
-impl Herald {
-    fn start(settings: herald::config::Settings) -> Herald {
-        init_tracing();
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let task = tokio::spawn(herald::app::run(settings, async move {
-            let _ = signal.await;
-        }));
-        Herald {
-            shutdown: Some(shutdown),
-            task,
-        }
-    }
-
-    /// Fires the shutdown future; panics unless `app::run` returns `Ok` within `within`.
-    async fn stop(mut self, within: Duration) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        match tokio::time::timeout(within, &mut self.task).await {
-            Ok(joined) => joined
-                .expect("app::run panicked")
-                .expect("app::run returns Ok after a graceful shutdown"),
-            Err(_) => {
-                self.task.abort();
-                panic!("app::run did not return within {within:?} of the shutdown signal");
-            }
-        }
-    }
-}
-
-fn init_tracing() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("HERALD_TEST_LOG")
-                .unwrap_or_else(|_| "off".into()),
-        )
-        .with_test_writer()
-        .try_init();
-}
-
 /// A forwarded available presence of `user` (a full JID) with optional show/status/priority.
 fn available(user: &str) -> String {
     format!("<presence from='{}' to='{JID}'/>", escape(user))
@@ -232,41 +161,11 @@ fn unavailable(user: &str) -> String {
     )
 }
 
-/// `n` transitions, each of which changes availability: users `u0..u{users}` cycle between
-/// available (even rounds) and unavailable (odd rounds). Returns `(full JID, presence)`.
-fn transitions(n: usize, users: usize, prefix: &str) -> Vec<(String, &'static str)> {
-    (0..n)
-        .map(|i| {
-            let user = format!("{prefix}{}@localhost/r", i % users);
-            let presence = if (i / users) % 2 == 0 {
-                "available"
-            } else {
-                "unavailable"
-            };
-            (user, presence)
-        })
-        .collect()
-}
-
 fn presence_xml((user, presence): &(String, &str)) -> String {
     match *presence {
         "available" => available(user),
         _ => unavailable(user),
     }
-}
-
-fn seq(e: &Value) -> u64 {
-    e["seq"].as_u64().unwrap_or_else(|| panic!("no seq in {e}"))
-}
-
-fn user_presence(e: &Value) -> (String, String) {
-    (
-        e["args"]["user"].as_str().unwrap_or_default().to_owned(),
-        e["args"]["presence"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-    )
 }
 
 fn expected_pairs(sent: &[(String, &str)]) -> Vec<(String, String)> {
@@ -395,15 +294,6 @@ fn describe(reqs: &[Request]) -> String {
     out
 }
 
-fn is_event_message(el: &Element) -> bool {
-    el.is("message", NS_COMPONENT) && el.has_child("event", NS_FLUX)
-}
-
-fn xmpp_event(msg: &Element) -> Value {
-    let text = msg.get_child("event", NS_FLUX).expect("<event/>").text();
-    serde_json::from_str(&text).expect("the XMPP event is JSON")
-}
-
 /// Receives `n` event messages from herald's XMPP sink on `conn`.
 async fn xmpp_events(conn: &mut Conn, n: usize, timeout: Duration) -> Vec<Value> {
     let deadline = tokio::time::Instant::now() + timeout;
@@ -411,7 +301,7 @@ async fn xmpp_events(conn: &mut Conn, n: usize, timeout: Duration) -> Vec<Value>
     while got.len() < n {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match conn.recv_matching(is_event_message, left).await {
-            Some(msg) => got.push(xmpp_event(&msg)),
+            Some(msg) => got.push(event_json(&msg)),
             None => panic!(
                 "the XMPP sink delivered {} of {n} events within {timeout:?}",
                 got.len()
@@ -546,7 +436,7 @@ async fn server_errors_are_retried_with_the_same_batch_id_and_delivered_once() {
     assert_request_shape(next);
     assert_ne!(next.batch_id(), Some(id), "a new batch has a new id");
     assert_eq!(next.seqs(), [seqs[2] + 1]);
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -582,7 +472,7 @@ async fn too_many_requests_waits_for_retry_after() {
         gap < Duration::from_millis(2500),
         "retried only after {gap:?}"
     );
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -629,7 +519,7 @@ async fn bad_request_is_a_dead_letter_that_can_be_requeued() {
     );
     let later = accepted_seqs(&s.receiver);
     assert_eq!(later, [dead_seq + 1, dead_seq + 2], "{}", describe(&reqs));
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
 
     // Listed by the command line, with the answer that killed it.
     let listing = s.dead_letters(&["list"]).await;
@@ -677,7 +567,7 @@ async fn bad_request_is_a_dead_letter_that_can_be_requeued() {
     assert_eq!(after.len(), 1, "{}", describe(&reqs));
     assert_request_shape(after[0]);
     assert_eq!(after[0].events(), vec![refused_event]);
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
     let listing = s.dead_letters(&["list"]).await;
     assert!(
         listing.contains(&format!("sink {HOOK}: 0 queued, 0 dead letters")),
@@ -720,7 +610,7 @@ async fn an_endpoint_that_hangs_once_is_retried_after_the_timeout() {
         "retried {gap:?} after a request that never got an answer (timeout 500ms)"
     );
     assert!(gap < Duration::from_secs(2), "retried only after {gap:?}");
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -791,7 +681,7 @@ async fn an_endpoint_down_for_a_while_gets_everything_in_order_exactly_once() {
     want.extend(expected_pairs(&sent));
     let got: Vec<(String, String)> = events.iter().map(user_presence).collect();
     assert_eq!(got, want, "the events, in the order they happened");
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -850,7 +740,7 @@ async fn requests_are_signed_and_carry_the_configured_headers() {
         .map(user_presence)
         .collect();
     assert_eq!(got, expected_pairs(&sent));
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -901,7 +791,7 @@ async fn a_backlog_over_max_backlog_dead_letters_the_oldest_and_spares_other_sin
         xmpp[N - 10..],
         "the same events as the XMPP sink's"
     );
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
 
     let listing = s.dead_letters(&["list"]).await;
     assert!(
@@ -959,7 +849,7 @@ async fn a_hanging_endpoint_never_slows_the_other_sinks() {
         describe(&reqs)
     );
     let stop_at = Instant::now();
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
     eprintln!(
         "stopped {:?} after the signal with a hanging webhook",
         stop_at.elapsed()
@@ -981,10 +871,10 @@ async fn a_webhook_only_herald_stays_connected_and_delivers() {
     let delivered = s.receiver.wait_for_accepted_seqs(1, EVENTUALLY).await;
     let closed = conn.closed(Duration::ZERO).await || conn.ended();
     assert!(
-        !herald.task.is_finished() && !closed,
+        herald.is_running() && !closed,
         "herald (webhook sink only) closed its XMPP stream / stopped right after login \
          (app::run finished: {}, stream closed: {closed}); nothing can reach the webhook",
-        herald.task.is_finished()
+        !herald.is_running()
     );
     assert!(
         delivered,
@@ -993,5 +883,5 @@ async fn a_webhook_only_herald_stays_connected_and_delivers() {
     );
     let events = s.receiver.accepted_events();
     assert_eq!(user_presence(&events[0]).0, "alice@localhost/phone");
-    herald.stop(EVENTUALLY).await;
+    herald.stop_ok(EVENTUALLY).await;
 }

@@ -2,6 +2,7 @@
 //!
 //! - [`prosody::Prosody`]: starts an isolated Prosody 0.12 (with mod_privilege) on free loopback ports.
 //! - [`client::C2s`]: a real c2s client session (one resource) for that server.
+//! - [`herald`]: herald's test config, an in-process herald, log capture and event helpers.
 //!
 //! Use from a test file with `mod support;` (and `use support::{client::C2s, prosody::Prosody};`).
 //! Install the server with `bash scripts/install-test-deps.sh`.
@@ -9,4 +10,5 @@
 #![allow(dead_code)]
 
 pub mod client;
+pub mod herald;
 pub mod prosody;

@@ -1,0 +1,1560 @@
+//! Benchmark of herald's webhook path: throughput, latency, bytes on disk per queued event and
+//! start-up with a large backlog.
+//!
+//! ```text
+//! cargo run --release --example bench_webhook -- [--events N] [--latency-secs S] [--disk N] [--backlog N]
+//! ```
+//!
+//! Everything runs in this one process, on one multi-threaded tokio runtime (as many workers as
+//! cores, like the `herald` binary), over loopback only:
+//!
+//! - **herald** itself, through its public [`herald::app::run`], with a sled store in a temporary
+//!   directory and one `[[sinks.webhook]]` named `bench` (no XMPP sink). The sink is signed
+//!   (`secret` set), as a production sink would be; `batch_delay = "0ms"`.
+//! - **A fake XEP-0114 server** (text level, cheap, after `examples/bench_presence.rs`): it checks
+//!   herald's handshake, sends Prosody's privilege advertisement, answers herald's pings and its
+//!   disco#info query (identity `server/im` "Prosody"), and writes forwarded presences. Each user
+//!   `P<u>@localhost/r<round>` comes online and goes offline once per round, so every stanza is a
+//!   change and yields exactly one event, and the event's `args.user` + `args.presence` name the
+//!   stanza that caused it.
+//! - **A webhook receiver**: a keep-alive HTTP/1.1 server on `127.0.0.1:0` written with tokio
+//!   (hyper is only a transitive dependency here). It reads each request, parses its JSON array
+//!   (`seq`, `at`, `args.user`, `args.presence` of every event), records the arrival time of
+//!   every event (when the whole body has been read) and answers `200` (or `503` on demand) with
+//!   an empty body.
+//!
+//! Phases (each checks that every expected event arrived exactly once, in `seq` order):
+//!
+//! 1. Warm-up, then **throughput**: `--events` presences written as fast as herald reads them;
+//!    timed from the first byte written to the arrival of the last event (`batch_max = 1000`).
+//! 2. **Latency** at a steady 5 000 events/s: 50 stanzas every 10 ms for `--latency-secs`; each
+//!    event's latency runs from the moment its stanza group was handed to the socket to the
+//!    moment the receiver had read the request carrying it.
+//! 3. **Disk**: a fresh store, the endpoint answering `503`; `--disk` presences are queued, herald
+//!    stops gracefully (flushing the store); the store directory is measured before and after
+//!    (allocated blocks like `du`, and apparent size). The same is measured for the queue alone
+//!    (the store API with the same event JSON, without herald's presence table).
+//! 4. **Start-up with a backlog**: `--backlog` events are queued for sink `bench` through the
+//!    store API (`Store::sink_queue`, `SeqAllocator`, realistic event JSON from
+//!    `PresenceEvent::to_json`), flushed, and herald is started with a working endpoint: time from
+//!    calling `app::run` to the first delivery received, and to the whole backlog drained. The
+//!    start-up steps herald runs before its first delivery (`Store::open`, `SinkQueue::count()` as
+//!    called by `Lane::new`, and the first `peek`) are also timed on their own.
+
+use std::borrow::Cow;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use serde::Deserialize;
+use sha1::{Digest, Sha1};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+
+use herald::events::{Availability, EventArgs, PresenceEvent, Source};
+use herald::store::Store;
+
+const JID: &str = "herald.localhost";
+const SECRET: &str = "bench-secret";
+const SINK: &str = "bench";
+const NS_COMPONENT: &str = "jabber:component:accept";
+const ADVERT: &str = "<message from='localhost' to='herald.localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='presence' type='managed_entity'/></privilege></message>";
+/// Throughput loads are written in chunks cut at the first stanza boundary past this many bytes.
+const CHUNK: usize = 32 * 1024;
+/// Latency phase: stanzas per write, and the interval between writes (5 000 events/s).
+const GROUP: usize = 50;
+const TICK: Duration = Duration::from_millis(10);
+/// Distinct users of a load (each comes and goes once per round).
+const USERS: usize = 20_000;
+/// Upper bound of any wait (a failing run, not a slow one).
+const PHASE_TIMEOUT: Duration = Duration::from_secs(90);
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+// ---------------------------------------------------------------------------------------------
+
+struct Args {
+    events: usize,
+    latency_secs: u64,
+    disk: usize,
+    backlog: usize,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut args = Args {
+        events: 300_000,
+        latency_secs: 10,
+        disk: 200_000,
+        backlog: 1_000_000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(a) = it.next() {
+        let mut value = |name: &str| -> Result<usize, String> {
+            let v = it.next().ok_or(format!("{name} needs a value"))?;
+            v.replace('_', "")
+                .parse::<usize>()
+                .map_err(|e| format!("{name} {v}: {e}"))
+        };
+        match a.as_str() {
+            "--events" => args.events = value("--events")?,
+            "--latency-secs" => args.latency_secs = value("--latency-secs")? as u64,
+            "--disk" => args.disk = value("--disk")?,
+            "--backlog" => args.backlog = value("--backlog")?,
+            "-h" | "--help" => {
+                println!(
+                    "usage: bench_webhook [--events N (300000)] [--latency-secs S (10)] \
+                     [--disk N (200000)] [--backlog N (1000000)]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    if args.events == 0 || args.latency_secs == 0 || args.disk == 0 || args.backlog == 0 {
+        return Err("every count must be positive".into());
+    }
+    Ok(args)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load: forwarded presences whose events name the stanza that caused them
+// ---------------------------------------------------------------------------------------------
+
+/// Which stanza an event came from: user `P<user>@localhost/r<round>`, available or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tag {
+    phase: u8,
+    user: u32,
+    round: u32,
+    unavailable: bool,
+}
+
+impl Tag {
+    /// Stanza `i` of a load: pair `i / USERS` of user `i % USERS`; even pairs bring the
+    /// resource of the round online, odd pairs take it offline.
+    fn of(phase: u8, i: usize) -> Tag {
+        let pair = i / USERS;
+        Tag {
+            phase,
+            user: (i % USERS) as u32,
+            round: (pair / 2) as u32,
+            unavailable: pair % 2 == 1,
+        }
+    }
+
+    fn index(&self) -> usize {
+        (self.round as usize * 2 + usize::from(self.unavailable)) * USERS + self.user as usize
+    }
+
+    /// The tag of an event's `args.user` and `args.presence`, if it follows the load's scheme.
+    fn parse(user: &str, presence: &str) -> Option<Tag> {
+        let (&phase, rest) = user.as_bytes().split_first()?;
+        let rest = std::str::from_utf8(rest).ok()?;
+        let (node, resource) = rest.split_once("@localhost/r")?;
+        Some(Tag {
+            phase,
+            user: node.parse().ok()?,
+            round: resource.parse().ok()?,
+            unavailable: presence == "unavailable",
+        })
+    }
+}
+
+fn render_stanza(out: &mut String, phase: u8, i: usize) {
+    use std::fmt::Write as _;
+    let t = Tag::of(phase, i);
+    let p = phase as char;
+    if t.unavailable {
+        let _ = write!(
+            out,
+            "<presence type='unavailable' from='{p}{}@localhost/r{}' to='{JID}'/>",
+            t.user, t.round
+        );
+    } else {
+        let _ = write!(
+            out,
+            "<presence from='{p}{}@localhost/r{}' to='{JID}'><priority>0</priority>\
+             <c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='http://conversations.im' \
+             ver='zcIke+Rk13ah4d1Q2PL8Yzx6Ujw='/></presence>",
+            t.user, t.round
+        );
+    }
+}
+
+/// `n` stanzas cut into chunks of about `CHUNK` bytes (throughput) or of `per` stanzas.
+fn render(phase: u8, n: usize, per: Option<usize>) -> Vec<Bytes> {
+    let mut chunks = Vec::new();
+    let mut text = String::with_capacity(CHUNK + 512);
+    for i in 0..n {
+        render_stanza(&mut text, phase, i);
+        let full = match per {
+            Some(per) => (i + 1) % per == 0,
+            None => text.len() >= CHUNK,
+        };
+        if full {
+            chunks.push(Bytes::from(std::mem::take(&mut text)));
+        }
+    }
+    if !text.is_empty() {
+        chunks.push(Bytes::from(text));
+    }
+    chunks
+}
+
+// ---------------------------------------------------------------------------------------------
+// Webhook receiver
+// ---------------------------------------------------------------------------------------------
+
+/// One event as the receiver got it.
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    at: Instant,
+    seq: u64,
+    /// The event's `at`, in milliseconds since the epoch.
+    stamped_ms: i64,
+    tag: Option<Tag>,
+}
+
+#[derive(Deserialize)]
+struct WireEvent<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    at: Cow<'a, str>,
+    #[serde(borrow)]
+    args: WireArgs<'a>,
+}
+
+#[derive(Deserialize)]
+struct WireArgs<'a> {
+    #[serde(borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    presence: Cow<'a, str>,
+}
+
+struct RecvShared {
+    status: AtomicU16,
+    arrivals: Mutex<Vec<Arrival>>,
+    /// Requests answered 200 / answered otherwise, and body bytes of the 200s.
+    ok_requests: AtomicU64,
+    other_requests: AtomicU64,
+    body_bytes: AtomicU64,
+    /// Events recorded so far (answered 200).
+    recorded: watch::Sender<u64>,
+    error: Mutex<Option<String>>,
+}
+
+struct Receiver {
+    addr: std::net::SocketAddr,
+    shared: Arc<RecvShared>,
+    recorded: watch::Receiver<u64>,
+}
+
+impl Receiver {
+    async fn start() -> io::Result<Receiver> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (tx, recorded) = watch::channel(0);
+        let shared = Arc::new(RecvShared {
+            status: AtomicU16::new(200),
+            arrivals: Mutex::new(Vec::new()),
+            ok_requests: AtomicU64::new(0),
+            other_requests: AtomicU64::new(0),
+            body_bytes: AtomicU64::new(0),
+            recorded: tx,
+            error: Mutex::new(None),
+        });
+        let s = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                tokio::spawn(serve_http(sock, s.clone()));
+            }
+        });
+        Ok(Receiver {
+            addr,
+            shared,
+            recorded,
+        })
+    }
+
+    fn set_status(&self, status: u16) {
+        self.shared.status.store(status, Ordering::SeqCst);
+    }
+
+    fn recorded(&self) -> u64 {
+        *self.recorded.borrow()
+    }
+
+    /// Takes the arrivals recorded so far and resets the request counters.
+    fn take(&self) -> (Vec<Arrival>, RequestCounts) {
+        let arrivals = std::mem::take(&mut *lock(&self.shared.arrivals));
+        let counts = RequestCounts {
+            ok: self.shared.ok_requests.swap(0, Ordering::SeqCst),
+            other: self.shared.other_requests.swap(0, Ordering::SeqCst),
+            body_bytes: self.shared.body_bytes.swap(0, Ordering::SeqCst),
+        };
+        (arrivals, counts)
+    }
+
+    /// Waits until `n` events in total have been recorded.
+    async fn wait_recorded(&mut self, n: u64, what: &str) -> Result<(), String> {
+        if let Some(e) = lock(&self.shared.error).clone() {
+            return Err(format!("receiver: {e}"));
+        }
+        let wait = self.recorded.wait_for(|&r| r >= n);
+        let arrived = matches!(tokio::time::timeout(PHASE_TIMEOUT, wait).await, Ok(Ok(_)));
+        if arrived {
+            Ok(())
+        } else {
+            Err(format!(
+                "{what}: only {} of {n} events arrived within {PHASE_TIMEOUT:?}{}",
+                self.recorded(),
+                lock(&self.shared.error)
+                    .as_deref()
+                    .map(|e| format!(" (receiver: {e})"))
+                    .unwrap_or_default()
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct RequestCounts {
+    ok: u64,
+    other: u64,
+    body_bytes: u64,
+}
+
+/// Serves one keep-alive connection: `Content-Length` bodies only (what reqwest sends).
+async fn serve_http(mut sock: TcpStream, shared: Arc<RecvShared>) {
+    let _ = sock.set_nodelay(true);
+    let mut buf = BytesMut::with_capacity(512 * 1024);
+    let mut parsed = Vec::with_capacity(1024);
+    loop {
+        let head_end = loop {
+            if let Some(i) = find(&buf, b"\r\n\r\n") {
+                break i + 4;
+            }
+            match sock.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        };
+        let Some(length) = content_length(&buf[..head_end]) else {
+            *lock(&shared.error) = Some("a request without Content-Length".into());
+            return;
+        };
+        if buf.capacity() < head_end + length {
+            buf.reserve(head_end + length - buf.len());
+        }
+        while buf.len() < head_end + length {
+            match sock.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+        let arrived = Instant::now();
+        let request = buf.split_to(head_end + length);
+        let body = &request[head_end..];
+        let status = shared.status.load(Ordering::SeqCst);
+        if status == 200 {
+            parsed.clear();
+            match serde_json::from_slice::<Vec<WireEvent<'_>>>(body) {
+                Ok(events) => {
+                    for e in &events {
+                        parsed.push(Arrival {
+                            at: arrived,
+                            seq: e.seq,
+                            stamped_ms: chrono::DateTime::parse_from_rfc3339(&e.at)
+                                .map(|t| t.timestamp_millis())
+                                .unwrap_or(0),
+                            tag: Tag::parse(&e.args.user, &e.args.presence),
+                        });
+                    }
+                }
+                Err(e) => {
+                    *lock(&shared.error) = Some(format!("a body that is not an event array: {e}"));
+                }
+            }
+            let n = parsed.len() as u64;
+            lock(&shared.arrivals).extend_from_slice(&parsed);
+            shared.ok_requests.fetch_add(1, Ordering::Relaxed);
+            shared
+                .body_bytes
+                .fetch_add(body.len() as u64, Ordering::Relaxed);
+            shared.recorded.send_modify(|r| *r += n);
+        } else {
+            shared.other_requests.fetch_add(1, Ordering::Relaxed);
+        }
+        let answer = format!(
+            "HTTP/1.1 {status} {}\r\ncontent-length: 0\r\n\r\n",
+            if status == 200 { "OK" } else { "Unavailable" }
+        );
+        if sock.write_all(answer.as_bytes()).await.is_err() {
+            return;
+        }
+    }
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    let head = std::str::from_utf8(head).ok()?;
+    head.split("\r\n").find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case("content-length")
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fake XEP-0114 server
+// ---------------------------------------------------------------------------------------------
+
+/// The logged-in server side of herald's connection.
+struct Link {
+    wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    /// Ping answers sent (the first answers the snapshot-end ping).
+    pongs: watch::Receiver<u64>,
+    /// Highest fence (`<iq id='fence-N'>` ping to herald) herald has answered.
+    fences: watch::Receiver<u64>,
+    next_fence: u64,
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+async fn accept_component(listener: &TcpListener) -> io::Result<Link> {
+    let (mut sock, _) = listener.accept().await?;
+    sock.set_nodelay(true)?;
+    let mut buf = BytesMut::with_capacity(64 * 1024);
+    let header_end = loop {
+        if let Some(end) = stream_header_end(&buf) {
+            break end;
+        }
+        if sock.read_buf(&mut buf).await? == 0 {
+            return Err(invalid("herald closed before its stream header"));
+        }
+    };
+    buf.advance(header_end);
+    let stream_id = uuid::Uuid::new_v4().simple().to_string();
+    let header = format!(
+        "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' \
+         xmlns:stream='http://etherx.jabber.org/streams' from='{JID}' id='{stream_id}'>"
+    );
+    sock.write_all(header.as_bytes()).await?;
+    let (digest, handshake_end) = loop {
+        if let Some(found) = handshake(&buf) {
+            break found;
+        }
+        if sock.read_buf(&mut buf).await? == 0 {
+            return Err(invalid("herald closed before its handshake"));
+        }
+    };
+    buf.advance(handshake_end);
+    let expected = hex::encode(Sha1::digest(format!("{stream_id}{SECRET}")));
+    if !digest.eq_ignore_ascii_case(&expected) {
+        return Err(invalid(format!(
+            "bad handshake digest {digest:?}, expected {expected}"
+        )));
+    }
+    sock.write_all(format!("<handshake/>{ADVERT}").as_bytes())
+        .await?;
+    let (rd, wr) = sock.into_split();
+    let wr = Arc::new(tokio::sync::Mutex::new(wr));
+    let (answers_tx, answers_rx) = mpsc::unbounded_channel::<Bytes>();
+    let (pongs_tx, pongs) = watch::channel(0);
+    let (fences_tx, fences) = watch::channel(0);
+    tokio::spawn(answer_writer(wr.clone(), answers_rx));
+    tokio::spawn(reader(rd, buf, answers_tx, pongs_tx, fences_tx));
+    Ok(Link {
+        wr,
+        pongs,
+        fences,
+        next_fence: 0,
+    })
+}
+
+/// Writes the reader's answers (never blocks the reader on the load's write lock).
+async fn answer_writer(
+    wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
+    mut answers: mpsc::UnboundedReceiver<Bytes>,
+) {
+    while let Some(b) = answers.recv().await {
+        let mut w = wr.lock().await;
+        if w.write_all(&b).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Reads herald's output at text level: answers pings and disco#info, notes fence answers.
+async fn reader(
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    answers: mpsc::UnboundedSender<Bytes>,
+    pongs: watch::Sender<u64>,
+    fences: watch::Sender<u64>,
+) {
+    loop {
+        scan(&mut buf, &answers, &pongs, &fences);
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(64 * 1024);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
+
+fn scan(
+    buf: &mut BytesMut,
+    answers: &mpsc::UnboundedSender<Bytes>,
+    pongs: &watch::Sender<u64>,
+    fences: &watch::Sender<u64>,
+) {
+    let data = &buf[..];
+    let mut pos = 0;
+    loop {
+        while pos < data.len() && data[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        if pos >= data.len() {
+            break;
+        }
+        if data[pos] != b'<' {
+            match find_byte(&data[pos..], b'<') {
+                Some(i) => pos += i,
+                None => pos = data.len(),
+            }
+            continue;
+        }
+        let Some(gt) = find_byte(&data[pos..], b'>') else {
+            break;
+        };
+        let tag_end = pos + gt + 1;
+        let tag = &data[pos..tag_end];
+        if tag.starts_with(b"<?") {
+            pos = tag_end;
+            continue;
+        }
+        if tag.starts_with(b"</") {
+            // herald's `</stream:stream>`: close ours too.
+            let _ = answers.send(Bytes::from_static(b"</stream:stream>"));
+            pos = tag_end;
+            continue;
+        }
+        let name = tag_name(tag);
+        let local = match name.iter().position(|&b| b == b':') {
+            Some(i) => &name[i + 1..],
+            None => name,
+        };
+        if local == b"stream" {
+            pos = tag_end;
+            continue;
+        }
+        let end = if tag.ends_with(b"/>") {
+            tag_end
+        } else {
+            let mut closing = Vec::with_capacity(name.len() + 3);
+            closing.extend_from_slice(b"</");
+            closing.extend_from_slice(name);
+            closing.push(b'>');
+            match find(&data[tag_end..], &closing) {
+                Some(i) => tag_end + i + closing.len(),
+                None => break,
+            }
+        };
+        let element = &data[pos..end];
+        if local == b"iq" {
+            let id = attr(tag, "id").unwrap_or_default();
+            let q = if id.contains('\'') { '"' } else { '\'' };
+            match attr(tag, "type") {
+                Some("get") if find(element, b"urn:xmpp:ping").is_some() => {
+                    let _ = answers.send(Bytes::from(format!(
+                        "<iq type='result' id={q}{id}{q} from='localhost' to='{JID}'/>"
+                    )));
+                    pongs.send_modify(|p| *p += 1);
+                }
+                Some("get") if find(element, b"disco#info").is_some() => {
+                    let _ = answers.send(Bytes::from(format!(
+                        "<iq type='result' id={q}{id}{q} from='localhost' to='{JID}'>\
+                         <query xmlns='http://jabber.org/protocol/disco#info'>\
+                         <identity category='server' type='im' name='Prosody'/></query></iq>"
+                    )));
+                }
+                Some("result") => {
+                    if let Some(n) = id.strip_prefix("fence-").and_then(|n| n.parse().ok()) {
+                        fences.send_modify(|f| *f = (*f).max(n));
+                    }
+                }
+                _ => {}
+            }
+        }
+        pos = end;
+    }
+    buf.advance(pos);
+}
+
+impl Link {
+    /// Waits for the answer to the snapshot-end ping herald sends after the advertisement.
+    async fn logged_in(&mut self) -> Result<(), String> {
+        match tokio::time::timeout(PHASE_TIMEOUT, self.pongs.wait_for(|&p| p >= 1)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err("herald sent no snapshot ping after the advertisement".into()),
+        }
+    }
+
+    /// Writes `chunks` back to back; returns when the first and the last were written.
+    async fn write_all(&self, chunks: &[Bytes]) -> Result<(Instant, Instant), String> {
+        let mut first = None;
+        for c in chunks {
+            let mut w = self.wr.lock().await;
+            first.get_or_insert_with(Instant::now);
+            w.write_all(c)
+                .await
+                .map_err(|e| format!("writing the load: {e}"))?;
+        }
+        let first = first.unwrap_or_else(Instant::now);
+        Ok((first, Instant::now()))
+    }
+
+    /// Writes one chunk; returns the moment just before it was handed to the socket.
+    async fn write_timed(&self, chunk: &Bytes) -> Result<Instant, String> {
+        let mut w = self.wr.lock().await;
+        let at = Instant::now();
+        w.write_all(chunk)
+            .await
+            .map_err(|e| format!("writing the load: {e}"))?;
+        Ok(at)
+    }
+
+    /// Pings herald and waits for the answer: every stanza written before has been read by
+    /// herald's connection task and handed to the presence service.
+    async fn fence(&mut self) -> Result<(), String> {
+        self.next_fence += 1;
+        let n = self.next_fence;
+        let ping = format!(
+            "<iq type='get' id='fence-{n}' from='localhost' to='{JID}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        );
+        self.write_timed(&Bytes::from(ping)).await?;
+        match tokio::time::timeout(PHASE_TIMEOUT, self.fences.wait_for(|&f| f >= n)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err("herald did not answer the fence ping".into()),
+        }
+    }
+}
+
+/// The raw (still escaped) value of attribute `name` in a start tag.
+fn attr<'a>(tag: &'a [u8], name: &str) -> Option<&'a str> {
+    let mut from = 0;
+    while let Some(i) = find(&tag[from..], name.as_bytes()) {
+        let at = from + i;
+        let after = at + name.len();
+        let preceded = at > 0 && tag[at - 1].is_ascii_whitespace();
+        if preceded && tag.get(after) == Some(&b'=') {
+            let quote = *tag.get(after + 1)?;
+            let start = after + 2;
+            let len = find_byte(&tag[start..], quote)?;
+            return std::str::from_utf8(&tag[start..start + len]).ok();
+        }
+        from = after;
+    }
+    None
+}
+
+fn tag_name(tag: &[u8]) -> &[u8] {
+    let rest = &tag[1..];
+    let end = rest
+        .iter()
+        .position(|&b| b.is_ascii_whitespace() || b == b'>' || b == b'/')
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+/// End of the peer's stream header (`<?xml …?>` declarations skipped), if complete.
+fn stream_header_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        let lt = i + find_byte(&buf[i..], b'<')?;
+        if buf.get(lt + 1) == Some(&b'?') {
+            i = lt + find(&buf[lt..], b"?>")? + 2;
+            continue;
+        }
+        return Some(lt + find_byte(&buf[lt..], b'>')? + 1);
+    }
+}
+
+/// (digest, end) of a complete `<handshake>digest</handshake>`.
+fn handshake(buf: &[u8]) -> Option<(String, usize)> {
+    let start = find(buf, b"<handshake")?;
+    let open_end = start + find_byte(&buf[start..], b'>')? + 1;
+    let close = open_end + find(&buf[open_end..], b"</handshake>")?;
+    let digest = String::from_utf8_lossy(&buf[open_end..close])
+        .trim()
+        .to_owned();
+    Some((digest, close + b"</handshake>".len()))
+}
+
+fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
+    hay.iter().position(|&x| x == b)
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        i += find_byte(&hay[i..=hay.len() - needle.len()], first)?;
+        if &hay[i + 1..i + needle.len()] == rest {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+// ---------------------------------------------------------------------------------------------
+// herald in-process
+// ---------------------------------------------------------------------------------------------
+
+struct Herald {
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), herald::app::RunError>>,
+    /// Just before `app::run` was called.
+    started: Instant,
+    listener: TcpListener,
+}
+
+async fn start_herald(
+    store: &Path,
+    receiver: &Receiver,
+    batch_max: usize,
+    retry_min: &str,
+) -> Result<Herald, String> {
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("bind: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let toml = format!(
+        r#"
+[component]
+jid = "{JID}"
+secret = "{SECRET}"
+server = "{addr}"
+
+[store]
+path = '{store}'
+
+[[sinks.webhook]]
+url = "http://{hook}/hooks/presence"
+name = "{SINK}"
+secret = "webhook-hmac-key"
+batch_max = {batch_max}
+batch_delay = "0ms"
+max_backlog = 5000000
+retry_min = "{retry_min}"
+retry_max = "60s"
+timeout = "10s"
+"#,
+        store = store.display(),
+        hook = receiver.addr,
+    );
+    let settings = herald::config::load_str(&toml).map_err(|e| format!("config: {e}"))?;
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let started = Instant::now();
+    let task = tokio::spawn(herald::app::run(settings, async move {
+        let _ = stop_rx.await;
+    }));
+    Ok(Herald {
+        stop: Some(stop_tx),
+        task,
+        started,
+        listener,
+    })
+}
+
+impl Herald {
+    async fn connect(&mut self) -> Result<Link, String> {
+        let mut link = tokio::select! {
+            accepted = tokio::time::timeout(PHASE_TIMEOUT, accept_component(&self.listener)) => match accepted {
+                Ok(Ok(link)) => link,
+                Ok(Err(e)) => return Err(format!("login: {e}")),
+                Err(_) => return Err("herald did not connect".into()),
+            },
+            ended = &mut self.task => return Err(format!("herald stopped before connecting: {ended:?}")),
+        };
+        link.logged_in().await?;
+        Ok(link)
+    }
+
+    /// Graceful stop; returns how long it took.
+    async fn stop(mut self) -> Result<Duration, String> {
+        let t = Instant::now();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        match tokio::time::timeout(Duration::from_secs(30), &mut self.task).await {
+            Ok(Ok(Ok(()))) => Ok(t.elapsed()),
+            Ok(Ok(Err(e))) => Err(format!("herald stopped with an error: {e}")),
+            Ok(Err(e)) => Err(format!("herald task: {e}")),
+            Err(_) => Err("herald did not stop within 30s".into()),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Checks and figures
+// ---------------------------------------------------------------------------------------------
+
+/// Every stanza `0..n` of `phase` produced exactly one event, and `seq` is increasing.
+fn check_complete(arrivals: &[Arrival], phase: u8, n: usize, what: &str) -> Result<(), String> {
+    let mut seen = vec![false; n];
+    let mut last_seq = 0;
+    for a in arrivals {
+        let tag = a
+            .tag
+            .filter(|t| t.phase == phase)
+            .ok_or_else(|| format!("{what}: an event from another load: {a:?}"))?;
+        let i = tag.index();
+        if i >= n || seen[i] {
+            return Err(format!("{what}: unexpected or duplicate event {a:?}"));
+        }
+        seen[i] = true;
+        if a.seq <= last_seq {
+            return Err(format!("{what}: seq {} arrived after {last_seq}", a.seq));
+        }
+        last_seq = a.seq;
+    }
+    if arrivals.len() != n {
+        return Err(format!("{what}: {} events for {n} stanzas", arrivals.len()));
+    }
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Allocated bytes (`du`, 512-byte blocks) and apparent bytes of every file under `dir`.
+fn dir_size(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut blocks = 0;
+    let mut apparent = 0;
+    let mut stack: Vec<PathBuf> = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                blocks += m.blocks() * 512;
+                apparent += m.len();
+            }
+        }
+    }
+    (blocks, apparent)
+}
+
+/// User + system CPU time of the whole process (all threads), in seconds (USER_HZ = 100).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (ticks(11) + ticks(12)) as f64 / 100.0
+}
+
+/// CPU time of the whole machine (all processes) in seconds, from `/proc/stat` (USER_HZ = 100).
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal
+    let busy: u64 = [0, 1, 2, 5, 6, 7]
+        .iter()
+        .filter_map(|&i| fields.get(i))
+        .sum();
+    busy as f64 / 100.0
+}
+
+/// Measures this process's CPU and that of every other process over a window.
+#[derive(Clone, Copy)]
+struct CpuWindow {
+    own: f64,
+    machine: f64,
+    at: Instant,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct CpuUse {
+    /// Cores kept busy by this process (herald, fake server, receiver), on average.
+    own: f64,
+    /// Cores kept busy by other processes on the machine, on average.
+    others: f64,
+}
+
+impl CpuWindow {
+    fn start() -> CpuWindow {
+        CpuWindow {
+            own: cpu_seconds(),
+            machine: machine_busy_seconds(),
+            at: Instant::now(),
+        }
+    }
+
+    fn stop(self) -> CpuUse {
+        let secs = self.at.elapsed().as_secs_f64().max(1e-9);
+        let own = cpu_seconds() - self.own;
+        let machine = machine_busy_seconds() - self.machine;
+        CpuUse {
+            own: own / secs,
+            others: ((machine - own) / secs).max(0.0),
+        }
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn thousands(n: f64) -> String {
+    let s = format!("{:.0}", n);
+    let (sign, digits) = s.split_at(usize::from(s.starts_with('-')));
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(' ');
+        }
+        out.push(c);
+    }
+    format!("{sign}{out}")
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn mib(b: f64) -> String {
+    format!("{:.1} MiB", b / (1024.0 * 1024.0))
+}
+
+/// `Instant` ↔ wall clock, to compare arrival instants with the events' `at` stamps.
+struct Clock {
+    instant: Instant,
+    wall_ms: f64,
+}
+
+impl Clock {
+    fn now() -> Clock {
+        let instant = Instant::now();
+        let wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64() * 1e3);
+        Clock { instant, wall_ms }
+    }
+
+    fn wall_ms(&self, at: Instant) -> f64 {
+        self.wall_ms + (at.saturating_duration_since(self.instant)).as_secs_f64() * 1e3
+            - (self.instant.saturating_duration_since(at)).as_secs_f64() * 1e3
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Phases
+// ---------------------------------------------------------------------------------------------
+
+struct Throughput {
+    events: usize,
+    elapsed: Duration,
+    written: Duration,
+    cpu: CpuUse,
+    requests: u64,
+    bytes_per_event: f64,
+}
+
+async fn throughput(
+    link: &Link,
+    receiver: &mut Receiver,
+    phase: u8,
+    n: usize,
+    what: &str,
+) -> Result<Throughput, String> {
+    let chunks = render(phase, n, None);
+    let base = receiver.recorded();
+    let _ = receiver.take();
+    let cpu0 = CpuWindow::start();
+    let (first, last) = link.write_all(&chunks).await?;
+    receiver.wait_recorded(base + n as u64, what).await?;
+    let cpu = cpu0.stop();
+    let (arrivals, counts) = receiver.take();
+    check_complete(&arrivals, phase, n, what)?;
+    let done = arrivals.iter().map(|a| a.at).max().unwrap_or(first);
+    Ok(Throughput {
+        events: n,
+        elapsed: done - first,
+        written: last - first,
+        cpu,
+        requests: counts.ok,
+        bytes_per_event: counts.body_bytes as f64 / n as f64,
+    })
+}
+
+struct Latency {
+    events: usize,
+    secs: f64,
+    sorted_ms: Vec<f64>,
+    /// Stanza written → event stamped `at` (ms resolution), and `at` → received.
+    ingest_ms: Vec<f64>,
+    deliver_ms: Vec<f64>,
+    requests: u64,
+    max_tick_lag: Duration,
+    cpu: CpuUse,
+}
+
+async fn latency(link: &Link, receiver: &mut Receiver, secs: u64) -> Result<Latency, String> {
+    let groups = (secs * 1000 / TICK.as_millis() as u64) as usize;
+    let n = groups * GROUP;
+    let chunks = render(b'l', n, Some(GROUP));
+    let base = receiver.recorded();
+    let _ = receiver.take();
+    let clock = Clock::now();
+    let mut written = Vec::with_capacity(groups);
+    let mut ticker = tokio::time::interval(TICK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let cpu0 = CpuWindow::start();
+    let mut max_tick_lag = Duration::ZERO;
+    let start = tokio::time::Instant::now();
+    for (g, chunk) in chunks.iter().enumerate() {
+        ticker.tick().await;
+        let due = start + TICK * g as u32;
+        max_tick_lag = max_tick_lag.max(tokio::time::Instant::now().saturating_duration_since(due));
+        written.push(link.write_timed(chunk).await?);
+    }
+    let elapsed = start.elapsed();
+    receiver.wait_recorded(base + n as u64, "latency").await?;
+    let cpu = cpu0.stop();
+    let (arrivals, counts) = receiver.take();
+    check_complete(&arrivals, b'l', n, "latency")?;
+    let mut sorted_ms = Vec::with_capacity(n);
+    let mut ingest_ms = Vec::with_capacity(n);
+    let mut deliver_ms = Vec::with_capacity(n);
+    for a in &arrivals {
+        let i = a.tag.map_or(0, |t| t.index());
+        let w = written[i / GROUP];
+        sorted_ms.push(ms(a.at - w));
+        ingest_ms.push(a.stamped_ms as f64 - clock.wall_ms(w));
+        deliver_ms.push(clock.wall_ms(a.at) - a.stamped_ms as f64);
+    }
+    for v in [&mut sorted_ms, &mut ingest_ms, &mut deliver_ms] {
+        v.sort_by(f64::total_cmp);
+    }
+    Ok(Latency {
+        events: n,
+        secs: elapsed.as_secs_f64(),
+        sorted_ms,
+        ingest_ms,
+        deliver_ms,
+        requests: counts.ok,
+        max_tick_lag,
+        cpu,
+    })
+}
+
+struct Disk {
+    events: usize,
+    before: (u64, u64),
+    after: (u64, u64),
+    queued: usize,
+    ingest: Duration,
+    failed_requests: u64,
+    /// The same events pushed through the store API alone: (allocated, apparent) growth.
+    api_only: (u64, u64),
+    json_bytes: f64,
+}
+
+async fn disk(receiver: &mut Receiver, n: usize) -> Result<Disk, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    receiver.set_status(503);
+    let _ = receiver.take();
+    let mut herald = start_herald(dir.path(), receiver, 1000, "10s").await?;
+    let mut link = herald.connect().await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = dir_size(dir.path());
+    let chunks = render(b'q', n, None);
+    let t = Instant::now();
+    link.write_all(&chunks).await?;
+    link.fence().await?;
+    let ingest = t.elapsed();
+    herald.stop().await?;
+    drop(link);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let after = dir_size(dir.path());
+    let (_, counts) = receiver.take();
+    receiver.set_status(200);
+
+    // What herald queued, read back through the store API.
+    let store = Store::open(dir.path(), 100, 16 << 20).map_err(|e| e.to_string())?;
+    let queue = store.sink_queue(SINK).map_err(|e| e.to_string())?;
+    let queued = queue.count();
+    let sample = queue.peek(1000).map_err(|e| e.to_string())?;
+    let json_bytes =
+        sample.iter().map(|e| e.json.len()).sum::<usize>() as f64 / sample.len().max(1) as f64;
+    if sample.is_empty() {
+        return Err("disk: herald queued nothing".into());
+    }
+    let jsons: Vec<Vec<u8>> = sample.iter().map(|e| e.json.to_vec()).collect();
+    drop((queue, store));
+
+    // The queue alone: the same JSON texts, pushed with the store API into a fresh store.
+    let api_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let api_only = {
+        let store = Store::open(api_dir.path(), 100, 16 << 20).map_err(|e| e.to_string())?;
+        let queue = store.sink_queue(SINK).map_err(|e| e.to_string())?;
+        store.db_flush().map_err(|e| e.to_string())?;
+        let b = dir_size(api_dir.path());
+        for i in 0..n {
+            queue
+                .push(i as u64 + 1, &jsons[i % jsons.len()])
+                .map_err(|e| e.to_string())?;
+        }
+        store.db_flush().map_err(|e| e.to_string())?;
+        drop((queue, store));
+        let a = dir_size(api_dir.path());
+        (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))
+    };
+    Ok(Disk {
+        events: n,
+        before,
+        after,
+        queued,
+        ingest,
+        failed_requests: counts.other,
+        api_only,
+        json_bytes,
+    })
+}
+
+struct Backlog {
+    events: usize,
+    prepare: Duration,
+    json_bytes: f64,
+    size: (u64, u64),
+    open: Duration,
+    count: Duration,
+    first_peek: Duration,
+    first_delivery: Duration,
+    drained: Duration,
+    requests: u64,
+    stop: Duration,
+    cpu: CpuUse,
+}
+
+/// Realistic event JSON, as herald's presence service renders it.
+fn backlog_event(seq: u64, at_ms: i64) -> String {
+    let u = seq / 2;
+    let tag = u.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17) & 0xff_ffff;
+    let available = seq % 2 == 0;
+    PresenceEvent::new(
+        seq,
+        at_ms,
+        Source::Live,
+        EventArgs {
+            user: format!("user{}@localhost/Conversations.{tag:06x}", u % 50_000),
+            presence: if available {
+                Availability::Available
+            } else {
+                Availability::Unavailable
+            },
+            show: (available && seq % 3 == 0).then(|| "away".to_owned()),
+            status: (available && seq % 5 == 0).then(|| "In a meeting until 3pm".to_owned()),
+            priority: 0,
+            resources: u32::from(available),
+        },
+    )
+    .to_json()
+}
+
+async fn backlog(receiver: &mut Receiver, n: usize) -> Result<Backlog, String> {
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let t = Instant::now();
+    let mut json_total = 0usize;
+    {
+        let store = Store::open(dir.path(), 100, 16 << 20).map_err(|e| e.to_string())?;
+        let queue = store.sink_queue(SINK).map_err(|e| e.to_string())?;
+        let mut seqs = store.seq_allocator().map_err(|e| e.to_string())?;
+        let at0 = herald::events::now_millis();
+        for i in 0..n {
+            let seq = seqs.next_seq().map_err(|e| e.to_string())?;
+            let json = backlog_event(seq, at0 + (i / 100) as i64);
+            json_total += json.len();
+            queue
+                .push(seq, json.as_bytes())
+                .map_err(|e| e.to_string())?;
+        }
+        seqs.release().map_err(|e| e.to_string())?;
+        store.db_flush().map_err(|e| e.to_string())?;
+    }
+    let prepare = t.elapsed();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let size = dir_size(dir.path());
+
+    // The steps herald takes before its first delivery, on their own (page cache warm).
+    let (open, count, first_peek) = {
+        let t = Instant::now();
+        let store = Store::open(dir.path(), 100, 16 << 20).map_err(|e| e.to_string())?;
+        let queue = store.sink_queue(SINK).map_err(|e| e.to_string())?;
+        let open = t.elapsed();
+        let t = Instant::now();
+        let c = queue.count();
+        let count = t.elapsed();
+        if c != n {
+            return Err(format!("backlog: count() = {c}, expected {n}"));
+        }
+        let t = Instant::now();
+        let head = queue.peek(1000).map_err(|e| e.to_string())?;
+        let first_peek = t.elapsed();
+        std::hint::black_box(head);
+        (open, count, first_peek)
+    };
+
+    receiver.set_status(200);
+    let base = receiver.recorded();
+    let _ = receiver.take();
+    let cpu0 = CpuWindow::start();
+    let mut herald = start_herald(dir.path(), receiver, 1000, "1s").await?;
+    let started = herald.started;
+    let _link = herald.connect().await?;
+    receiver.wait_recorded(base + n as u64, "backlog").await?;
+    let cpu = cpu0.stop();
+    let (arrivals, counts) = receiver.take();
+    let stop = herald.stop().await?;
+    if arrivals.len() != n {
+        return Err(format!("backlog: {} events, expected {n}", arrivals.len()));
+    }
+    let mut last = 0;
+    for a in &arrivals {
+        if a.seq <= last {
+            return Err(format!("backlog: seq {} arrived after {last}", a.seq));
+        }
+        last = a.seq;
+    }
+    let first = arrivals.iter().map(|a| a.at).min().unwrap_or(started);
+    let done = arrivals.iter().map(|a| a.at).max().unwrap_or(started);
+    Ok(Backlog {
+        events: n,
+        prepare,
+        json_bytes: json_total as f64 / n as f64,
+        size,
+        open,
+        count,
+        first_peek,
+        first_delivery: first - started,
+        drained: done - started,
+        requests: counts.ok,
+        stop,
+        cpu,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------
+
+struct Figures {
+    warmup: Throughput,
+    tput: Throughput,
+    lat: Latency,
+    disk: Disk,
+    backlog: Backlog,
+    total: Duration,
+}
+
+#[tokio::main]
+async fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bench_webhook: {e}");
+            std::process::exit(2);
+        }
+    };
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
+    match run(&args).await {
+        Ok(f) => report(&args, &f),
+        Err(e) => {
+            eprintln!("bench_webhook: FAILED: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+async fn run(args: &Args) -> Result<Figures, String> {
+    let t0 = Instant::now();
+    let mut receiver = Receiver::start()
+        .await
+        .map_err(|e| format!("receiver: {e}"))?;
+
+    // Phases 1 and 2: one herald, batch_max 1000.
+    let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+    let mut herald = start_herald(dir.path(), &receiver, 1000, "1s").await?;
+    let link = herald.connect().await?;
+    let warmup = throughput(&link, &mut receiver, b'w', 50_000, "warm-up").await?;
+    eprintln!(
+        "warm-up: {} events in {:.0} ms",
+        warmup.events,
+        ms(warmup.elapsed)
+    );
+    let tput = throughput(&link, &mut receiver, b't', args.events, "throughput").await?;
+    eprintln!(
+        "throughput: {} events in {:.0} ms",
+        tput.events,
+        ms(tput.elapsed)
+    );
+    let lat = latency(&link, &mut receiver, args.latency_secs).await?;
+    eprintln!(
+        "latency: {} events over {:.1} s, p99 {:.2} ms",
+        lat.events,
+        lat.secs,
+        percentile(&lat.sorted_ms, 99.0)
+    );
+    herald.stop().await?;
+    drop(link);
+    drop(dir);
+
+    // Phase 3.
+    let disk = disk(&mut receiver, args.disk).await?;
+    eprintln!(
+        "disk: {} events queued, store {} -> {}",
+        disk.queued,
+        mib(disk.before.0 as f64),
+        mib(disk.after.0 as f64)
+    );
+
+    // Phase 4.
+    let backlog = backlog(&mut receiver, args.backlog).await?;
+    eprintln!(
+        "backlog: first delivery after {:.0} ms, drained after {:.0} ms",
+        ms(backlog.first_delivery),
+        ms(backlog.drained)
+    );
+    Ok(Figures {
+        warmup,
+        tput,
+        lat,
+        disk,
+        backlog,
+        total: t0.elapsed(),
+    })
+}
+
+fn report(args: &Args, f: &Figures) {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let verdict = |ok: bool| if ok { "PASS" } else { "MISS" };
+    let rate = f.tput.events as f64 / f.tput.elapsed.as_secs_f64();
+    let p = |q: f64| percentile(&f.lat.sorted_ms, q);
+    let lat_max = f.lat.sorted_ms.last().copied().unwrap_or(f64::NAN);
+    let per_event = |b: u64, a: u64| (a as f64 - b as f64) / f.disk.events as f64;
+    let disk_du = per_event(f.disk.before.0, f.disk.after.0);
+    let disk_app = per_event(f.disk.before.1, f.disk.after.1);
+    let b = &f.backlog;
+    let drain_rate = b.events as f64 / (b.drained - b.first_delivery).as_secs_f64();
+
+    println!();
+    println!(
+        "herald bench_webhook: {cores} cores ({}); webhook sink signed (HMAC), batch_delay 0ms, loopback",
+        cpu_model()
+    );
+    println!();
+    println!(
+        "| {:<62} | {:>24} | {:>10} | {:<4} |",
+        "measurement", "value", "target", ""
+    );
+    println!("|{:-<64}|{:-<26}|{:-<12}|{:-<6}|", "", "", "", "");
+    let row = |what: &str, value: String, target: &str, ok: &str| {
+        println!("| {what:<62} | {value:>24} | {target:>10} | {ok:<4} |");
+    };
+    row(
+        &format!(
+            "(a) throughput, {} events, batch_max 1000 (events/s)",
+            thousands(f.tput.events as f64)
+        ),
+        thousands(rate),
+        ">= 50 000",
+        verdict(rate >= 50_000.0),
+    );
+    row(
+        &format!(
+            "(b) latency p50 / p99 at 5 000 ev/s, {} events (ms)",
+            thousands(f.lat.events as f64)
+        ),
+        format!("{:.2} / {:.2}", p(50.0), p(99.0)),
+        "p99 <= 25",
+        verdict(p(99.0) <= 25.0),
+    );
+    row("(b) latency max (ms)", format!("{lat_max:.2}"), "", "");
+    row(
+        &format!(
+            "(c) disk per queued event, {} events (du / apparent)",
+            thousands(f.disk.events as f64)
+        ),
+        format!("{disk_du:.0} B / {disk_app:.0} B"),
+        "",
+        "",
+    );
+    row(
+        &format!(
+            "(d) start-up, {} queued: app::run -> first delivery (ms)",
+            thousands(b.events as f64)
+        ),
+        format!("{:.0}", ms(b.first_delivery)),
+        "<= 3 000",
+        verdict(b.first_delivery <= Duration::from_secs(3)),
+    );
+    row(
+        "(d) app::run -> whole backlog delivered (ms)",
+        format!("{:.0}", ms(b.drained)),
+        "",
+        "",
+    );
+    println!();
+    println!("details:");
+    println!(
+        "  (a) from the first stanza byte written to the last event received; load written into the socket after {:.0} ms; \
+         {} requests ({:.0} events/request, {:.0} body bytes/event); process CPU {:.2} s = {:.2} cores busy, {:.1} us CPU/event \
+         (herald + fake server + receiver); other processes {:.2} cores",
+        ms(f.tput.written),
+        f.tput.requests,
+        f.tput.events as f64 / f.tput.requests.max(1) as f64,
+        f.tput.bytes_per_event,
+        f.tput.cpu.own * f.tput.elapsed.as_secs_f64(),
+        f.tput.cpu.own,
+        f.tput.cpu.own * f.tput.elapsed.as_secs_f64() * 1e6 / f.tput.events as f64,
+        f.tput.cpu.others
+    );
+    println!(
+        "  (a) warm-up before it: {} events at {} events/s",
+        thousands(f.warmup.events as f64),
+        thousands(f.warmup.events as f64 / f.warmup.elapsed.as_secs_f64())
+    );
+    println!(
+        "  (b) {} groups of {GROUP} stanzas every {} ms over {:.2} s (latest group written {:.2} ms after its tick); \
+         latency = receiver has read the request carrying the event - the stanza's group was handed to the socket",
+        f.lat.events / GROUP,
+        TICK.as_millis(),
+        f.lat.secs,
+        ms(f.lat.max_tick_lag)
+    );
+    println!(
+        "  (b) p90 {:.2} ms, p99.9 {:.2} ms; {} requests ({:.1} events/request); process CPU {:.2} cores busy; other processes {:.2} cores",
+        p(90.0),
+        p(99.9),
+        f.lat.requests,
+        f.lat.events as f64 / f.lat.requests.max(1) as f64,
+        f.lat.cpu.own,
+        f.lat.cpu.others
+    );
+    println!(
+        "  (b) split at the event's `at` stamp (wall clock, 1 ms resolution): stanza -> `at` p50 {:.1} / p99 {:.1} ms; \
+         `at` -> received p50 {:.1} / p99 {:.1} ms",
+        percentile(&f.lat.ingest_ms, 50.0),
+        percentile(&f.lat.ingest_ms, 99.0),
+        percentile(&f.lat.deliver_ms, 50.0),
+        percentile(&f.lat.deliver_ms, 99.0)
+    );
+    println!(
+        "  (c) endpoint answering 503 ({} attempts); store dir before {} / {} (du / apparent), after graceful stop {} / {}; \
+         {} events queued (read back with count()); ingest + fence {:.0} ms",
+        f.disk.failed_requests,
+        mib(f.disk.before.0 as f64),
+        mib(f.disk.before.1 as f64),
+        mib(f.disk.after.0 as f64),
+        mib(f.disk.after.1 as f64),
+        thousands(f.disk.queued as f64),
+        ms(f.disk.ingest)
+    );
+    println!(
+        "  (c) includes herald's presence table churn; event JSON {:.0} B; the queue alone (same JSON, SinkQueue::push, flush): \
+         {:.0} B / {:.0} B per event (du / apparent)",
+        f.disk.json_bytes,
+        f.disk.api_only.0 as f64 / f.disk.events as f64,
+        f.disk.api_only.1 as f64 / f.disk.events as f64
+    );
+    println!(
+        "  (d) backlog prepared through the store API in {:.1} s (event JSON {:.0} B); store {} / {} (du / apparent) = {:.0} B / {:.0} B per event",
+        b.prepare.as_secs_f64(),
+        b.json_bytes,
+        mib(b.size.0 as f64),
+        mib(b.size.1 as f64),
+        b.size.0 as f64 / b.events as f64,
+        b.size.1 as f64 / b.events as f64
+    );
+    println!(
+        "  (d) start-up steps alone (page cache warm): Store::open {:.0} ms, SinkQueue::count() (Lane::new) {:.0} ms, first peek(1000) {:.1} ms",
+        ms(b.open),
+        ms(b.count),
+        ms(b.first_peek)
+    );
+    println!(
+        "  (d) drain {} events/s after the first delivery; {} requests; process CPU {:.2} cores busy; other processes {:.2} cores; graceful stop {:.0} ms",
+        thousands(drain_rate),
+        b.requests,
+        b.cpu.own,
+        b.cpu.others,
+        ms(b.stop)
+    );
+    println!(
+        "  every phase verified: each stanza produced exactly one event, received once, in seq order; total run {:.1} s \
+         (--events {} --latency-secs {} --disk {} --backlog {})",
+        f.total.as_secs_f64(),
+        args.events,
+        args.latency_secs,
+        args.disk,
+        args.backlog
+    );
+    let busiest = f.tput.cpu.others.max(f.lat.cpu.others).max(b.cpu.others);
+    if busiest > 0.2 {
+        println!(
+            "  WARNING: other processes kept up to {busiest:.2} of {cores} cores busy during a timed phase: \
+             these figures are disturbed; run again on a quiet machine"
+        );
+    }
+}

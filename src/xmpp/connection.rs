@@ -139,6 +139,7 @@ pub async fn run(
                     server_domain: parent_domain(&jid),
                     counter: 0,
                     last_snapshot_ping: None,
+                    advertised: false,
                 };
                 let end = session.run(&shutdown).await;
                 tracker.fail_all(IqError::Disconnected);
@@ -271,6 +272,8 @@ struct Session<'a> {
     counter: u64,
     /// Id of the ping sent after the latest privilege advertisement, until it is answered.
     last_snapshot_ping: Option<String>,
+    /// A privilege advertisement arrived on this connection (or its absence was reported).
+    advertised: bool,
 }
 
 impl Session<'_> {
@@ -283,7 +286,6 @@ impl Session<'_> {
         keepalive.reset();
         let advert_deadline = tokio::time::sleep(self.settings.read_timeout);
         tokio::pin!(advert_deadline);
-        let mut advertised = false;
         loop {
             let step = tokio::select! {
                 biased;
@@ -294,12 +296,7 @@ impl Session<'_> {
                     None => return self.drain_and_close().await,
                 },
                 read = self.stream.next() => match read {
-                    Some(Ok(el)) => {
-                        if is_advert(&el) {
-                            advertised = true;
-                        }
-                        self.handle(el).await
-                    }
+                    Some(Ok(el)) => self.handle(el).await,
                     Some(Err(ReadError::SoftTimeout)) => {
                         debug!("stream silent for read_timeout; pinging the server");
                         self.keepalive().await
@@ -313,8 +310,8 @@ impl Session<'_> {
                     None => Err(SessionEnd::Lost("end of stream".into())),
                 },
                 _ = keepalive.tick() => self.keepalive().await,
-                _ = &mut advert_deadline, if !advertised => {
-                    advertised = true;
+                _ = &mut advert_deadline, if !self.advertised => {
+                    self.advertised = true;
                     error!(jid = %self.settings.jid, "the server sent no XEP-0356 privilege advertisement: herald sees no presence. Grant the component presence permission (see the README, 'Server configuration')");
                     Ok(())
                 }
@@ -374,6 +371,7 @@ impl Session<'_> {
                 self.write(answer).await
             }
             Inbound::Privileges(adv) => {
+                self.advertised = true;
                 self.server_domain = adv.server.clone();
                 let n = self.next_counter();
                 // Asked before the snapshot ping, so answered before it too.
@@ -514,14 +512,6 @@ fn server_software(iq: &Element) -> Option<(String, String)> {
         iq.attr("from").unwrap_or_default().to_owned(),
         name.to_owned(),
     ))
-}
-
-fn is_advert(el: &Element) -> bool {
-    el.name() == "message"
-        && el.children().any(|c| {
-            c.name() == "privilege"
-                && crate::xep::privilege::PrivilegeNs::from_ns(&c.ns()).is_some()
-        })
 }
 
 /// `herald.example.org` → `example.org`: the usual host of a component's server.

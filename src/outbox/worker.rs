@@ -301,6 +301,7 @@ mod tests {
             .map(|&seq| QueuedEvent {
                 seq,
                 json: (&b"{}"[..]).into(),
+                record: seqs[0],
             })
             .collect()
     }

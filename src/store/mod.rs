@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::presence::tracker::{ResourceState, StoreOp};
 
 /// Bumped when the on-disk layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// Sequence numbers are reserved on disk in blocks of this size: one synchronous flush per block
 /// instead of one per event. A crash skips the rest of the block (a gap, never a reuse); a

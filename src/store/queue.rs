@@ -1,7 +1,11 @@
 //! Per-sink queues and dead letters.
 //!
 //! Trees, for a sink named `NAME`:
-//! - `queue/NAME`: `seq` (u64 BE, so iteration is in `seq` order) → the event's JSON text.
+//! - `queue/NAME`: one record per group commit, keyed by its first `seq` (u64 BE, so iteration
+//!   is in `seq` order): event count (u32 BE), then per event `seq` (u64 BE) · length (u32 BE) ·
+//!   JSON text. One record per burst instead of one per event is what makes the queue cheap
+//!   (sled's cost is per record). Events only ever leave from the head, so a partly delivered
+//!   record is rewritten as its remainder, keyed by the remainder's first `seq`.
 //! - `dead/NAME`: `seq` → [`DeadLetter`] record: `at_ms` (i64 BE) · reason length (u32 BE) ·
 //!   reason · the event's JSON text.
 //!
@@ -20,6 +24,8 @@ const DEAD_PREFIX: &str = "dead/";
 pub struct QueuedEvent {
     pub seq: u64,
     pub json: IVec,
+    /// Key of the record that holds it.
+    pub record: u64,
 }
 
 /// An event a sink gave up on, with the answer that killed it.
@@ -75,41 +81,72 @@ impl SinkQueue {
 
     /// Appends an event (not yet flushed: the store's group commit does that).
     pub fn push(&self, seq: u64, json: &[u8]) -> Result<(), StoreError> {
-        self.queue.insert(seq.to_be_bytes(), json)?;
-        Ok(())
+        self.push_many([(seq, json)])
     }
 
-    /// Appends several events in one batch.
+    /// Appends several events, in `seq` order, as one record.
     pub fn push_many<'a>(
         &self,
         events: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) -> Result<(), StoreError> {
-        let mut batch = SledBatch::default();
+        let mut record = vec![0u8; 4];
+        let mut first = None;
+        let mut n: u32 = 0;
         for (seq, json) in events {
-            batch.insert(&seq.to_be_bytes(), json);
+            first.get_or_insert(seq);
+            n += 1;
+            encode_event(&mut record, seq, json);
         }
-        self.queue.apply_batch(batch)?;
+        let Some(first) = first else {
+            return Ok(());
+        };
+        record[..4].copy_from_slice(&n.to_be_bytes());
+        self.queue.insert(first.to_be_bytes(), record)?;
         Ok(())
     }
 
     /// Up to `max` of the oldest queued events.
     pub fn peek(&self, max: usize) -> Result<Vec<QueuedEvent>, StoreError> {
         let mut out = Vec::with_capacity(max.min(1024));
-        for item in self.queue.iter().take(max) {
+        for item in self.queue.iter() {
+            if out.len() >= max {
+                break;
+            }
             let (k, v) = item?;
-            out.push(QueuedEvent {
-                seq: decode_seq(&k)?,
-                json: v,
-            });
+            let record = decode_seq(&k)?;
+            for (seq, json) in decode_record(record, &v)? {
+                if out.len() >= max {
+                    break;
+                }
+                out.push(QueuedEvent { seq, json, record });
+            }
         }
         Ok(out)
     }
 
-    /// Deletes acknowledged events.
+    /// Deletes acknowledged events (always the oldest ones: a prefix of the queue).
     pub fn ack(&self, events: &[QueuedEvent]) -> Result<(), StoreError> {
         let mut batch = SledBatch::default();
-        for e in events {
-            batch.remove(&e.seq.to_be_bytes());
+        let acked: std::collections::HashSet<(u64, u64)> =
+            events.iter().map(|e| (e.record, e.seq)).collect();
+        let mut records: Vec<u64> = events.iter().map(|e| e.record).collect();
+        records.dedup();
+        for key in records {
+            let Some(v) = self.queue.get(key.to_be_bytes())? else {
+                continue;
+            };
+            let remaining: Vec<(u64, IVec)> = decode_record(key, &v)?
+                .into_iter()
+                .filter(|(seq, _)| !acked.contains(&(key, *seq)))
+                .collect();
+            batch.remove(&key.to_be_bytes());
+            if let Some((first, _)) = remaining.first() {
+                let mut record = (remaining.len() as u32).to_be_bytes().to_vec();
+                for (seq, json) in &remaining {
+                    encode_event(&mut record, *seq, json);
+                }
+                batch.insert(&first.to_be_bytes(), record);
+            }
         }
         self.queue.apply_batch(batch)?;
         Ok(())
@@ -130,9 +167,19 @@ impl SinkQueue {
         self.ack(events)
     }
 
-    /// Number of queued events. Walks the tree: call it at start-up, not per event.
+    /// Number of queued events. Reads every record header: not for the hot path.
     pub fn count(&self) -> usize {
-        self.queue.len()
+        self.queue
+            .iter()
+            .values()
+            .filter_map(Result::ok)
+            .filter_map(|v| {
+                v.get(..4)
+                    .and_then(|h| h.try_into().ok())
+                    .map(u32::from_be_bytes)
+            })
+            .map(|n| n as usize)
+            .sum()
     }
 
     /// Every dead letter, oldest first. Corrupt records are reported as errors.
@@ -157,7 +204,9 @@ impl SinkQueue {
             if only.is_some_and(|s| !s.contains(&l.seq)) {
                 continue;
             }
-            queue.insert(&l.seq.to_be_bytes(), l.json);
+            let mut record = 1u32.to_be_bytes().to_vec();
+            encode_event(&mut record, l.seq, &l.json);
+            queue.insert(&l.seq.to_be_bytes(), record);
             dead.remove(&l.seq.to_be_bytes());
             n += 1;
         }
@@ -189,6 +238,45 @@ fn decode_seq(k: &[u8]) -> Result<u64, StoreError> {
         reason: "queue key is not a u64".into(),
     })?;
     Ok(u64::from_be_bytes(bytes))
+}
+
+fn encode_event(record: &mut Vec<u8>, seq: u64, json: &[u8]) {
+    record.extend_from_slice(&seq.to_be_bytes());
+    record.extend_from_slice(&(json.len() as u32).to_be_bytes());
+    record.extend_from_slice(json);
+}
+
+/// The `(seq, json)` events of the queue record keyed `key`.
+fn decode_record(key: u64, v: &IVec) -> Result<Vec<(u64, IVec)>, StoreError> {
+    let corrupt = |reason: &str| StoreError::Corrupt {
+        key: format!("queue record {key}"),
+        reason: reason.to_owned(),
+    };
+    let header: [u8; 4] = v
+        .get(..4)
+        .and_then(|h| h.try_into().ok())
+        .ok_or_else(|| corrupt("no header"))?;
+    let n = u32::from_be_bytes(header) as usize;
+    let mut out = Vec::with_capacity(n);
+    let mut at = 4;
+    for _ in 0..n {
+        let seq: [u8; 8] = v
+            .get(at..at + 8)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("truncated seq"))?;
+        let len: [u8; 4] = v
+            .get(at + 8..at + 12)
+            .and_then(|b| b.try_into().ok())
+            .ok_or_else(|| corrupt("truncated length"))?;
+        let start = at + 12;
+        let end = start + u32::from_be_bytes(len) as usize;
+        if end > v.len() {
+            return Err(corrupt("truncated event"));
+        }
+        out.push((u64::from_be_bytes(seq), v.subslice(start, end - start)));
+        at = end;
+    }
+    Ok(out)
 }
 
 fn encode_dead(at_ms: i64, reason: &str, json: &[u8]) -> Vec<u8> {
@@ -253,6 +341,46 @@ mod tests {
         q.ack(&head[..2]).unwrap();
         assert_eq!(seqs(&q.peek(10).unwrap()), [300, 1000]);
         assert_eq!(q.count(), 2);
+    }
+
+    #[test]
+    fn a_burst_is_one_record_and_partial_acks_keep_the_rest() {
+        let (_d, s) = store();
+        let q = s.sink_queue("hook").unwrap();
+        let burst: Vec<(u64, Vec<u8>)> = (10..20u64)
+            .map(|seq| (seq, format!("{{\"seq\":{seq}}}").into_bytes()))
+            .collect();
+        q.push_many(burst.iter().map(|(s, j)| (*s, j.as_slice())))
+            .unwrap();
+        q.push(20, b"{\"seq\":20}").unwrap();
+        assert_eq!(q.queue.len(), 2, "one record per push_many");
+        assert_eq!(q.count(), 11);
+        // A batch smaller than the record: the rest of the record stays, in order.
+        let head = q.peek(4).unwrap();
+        assert_eq!(seqs(&head), [10, 11, 12, 13]);
+        q.ack(&head).unwrap();
+        assert_eq!(q.count(), 7);
+        assert_eq!(seqs(&q.peek(100).unwrap()), [14, 15, 16, 17, 18, 19, 20]);
+        // A batch spanning two records.
+        let next = q.peek(7).unwrap();
+        q.dead_letter(&next[..6], "gone", 1).unwrap();
+        assert_eq!(seqs(&q.peek(100).unwrap()), [20]);
+        assert_eq!(q.requeue(Some(&[19])).unwrap(), 1);
+        assert_eq!(seqs(&q.peek(100).unwrap()), [19, 20]);
+        let last = q.peek(100).unwrap();
+        assert_eq!(last[1].json, b"{\"seq\":20}");
+        q.ack(&last).unwrap();
+        assert_eq!(q.count(), 0);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_not_a_panic() {
+        let (_d, s) = store();
+        let q = s.sink_queue("hook").unwrap();
+        q.queue
+            .insert(5u64.to_be_bytes(), &[0, 0, 0, 9, 1][..])
+            .unwrap();
+        assert!(matches!(q.peek(10), Err(StoreError::Corrupt { .. })));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use std::fmt::Write as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -58,10 +58,15 @@ use tokio_xmpp::xmlstream::{initiate_stream, StreamHeader, Timeouts, XmlStream};
 
 use herald::presence::tracker::{Changes, ResourceState, Tracker, Update};
 
-const JID: &str = "herald.localhost";
-const SECRET: &str = "bench-secret";
+#[path = "support/bench_common.rs"]
+mod bench_common;
+
+use bench_common::{
+    accept_and_login, attr, cpu_model, cpu_seconds, find, lock, mib, split_top_level, thousands,
+    TopLevel, JID, NS_COMPONENT, SECRET,
+};
+
 const SERVER_USER: &str = "world@localhost";
-const NS_COMPONENT: &str = "jabber:component:accept";
 const ADVERT: &str = "<message from='localhost' to='herald.localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/><perm access='presence' type='managed_entity'/></privilege></message>";
 /// Load chunks are cut at the first stanza boundary past this many bytes.
 const CHUNK: usize = 32 * 1024;
@@ -353,10 +358,6 @@ struct ReaderShared {
     samples: Mutex<Vec<String>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The logged-in server side of herald's connection.
 struct Link {
     loads: mpsc::UnboundedSender<LoadCmd>,
@@ -364,48 +365,9 @@ struct Link {
     shared: Arc<ReaderShared>,
 }
 
-fn invalid(msg: impl Into<String>) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, msg.into())
-}
-
 /// Accepts herald's connection and logs it in; then serves it from two tasks.
 async fn accept_component(listener: &TcpListener) -> io::Result<Link> {
-    let (mut sock, _) = listener.accept().await?;
-    sock.set_nodelay(true)?;
-    let mut buf = BytesMut::with_capacity(64 * 1024);
-    let header_end = loop {
-        if let Some(end) = stream_header_end(&buf) {
-            break end;
-        }
-        if sock.read_buf(&mut buf).await? == 0 {
-            return Err(invalid("herald closed before its stream header"));
-        }
-    };
-    buf.advance(header_end);
-    let stream_id = uuid::Uuid::new_v4().simple().to_string();
-    let header = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' \
-         xmlns:stream='http://etherx.jabber.org/streams' from='{JID}' id='{stream_id}'>"
-    );
-    sock.write_all(header.as_bytes()).await?;
-    let (digest, handshake_end) = loop {
-        if let Some(found) = handshake(&buf) {
-            break found;
-        }
-        if sock.read_buf(&mut buf).await? == 0 {
-            return Err(invalid("herald closed before its handshake"));
-        }
-    };
-    buf.advance(handshake_end);
-    let expected = hex::encode(Sha1::digest(format!("{stream_id}{SECRET}")));
-    if !digest.eq_ignore_ascii_case(&expected) {
-        return Err(invalid(format!(
-            "bad handshake digest {digest:?}, expected {expected}"
-        )));
-    }
-    sock.write_all(format!("<handshake/>{ADVERT}").as_bytes())
-        .await?;
-
+    let (sock, buf) = accept_and_login(listener, ADVERT).await?;
     let (rd, wr) = sock.into_split();
     let (pong_tx, pong_rx) = mpsc::unbounded_channel();
     let (load_tx, load_rx) = mpsc::unbounded_channel();
@@ -511,62 +473,16 @@ impl Scanner {
         pongs: &mpsc::UnboundedSender<Bytes>,
         shared: &ReaderShared,
     ) {
-        let data = &buf[..];
-        let mut pos = 0;
-        loop {
-            while pos < data.len() && data[pos].is_ascii_whitespace() {
-                pos += 1;
-            }
-            if pos >= data.len() {
-                break;
-            }
-            if data[pos] != b'<' {
-                // Stray text between stanzas (none expected): skip it.
-                match find_byte(&data[pos..], b'<') {
-                    Some(i) => pos += i,
-                    None => pos = data.len(),
-                }
-                continue;
-            }
-            let Some(gt) = find_byte(&data[pos..], b'>') else {
-                break;
-            };
-            let tag_end = pos + gt + 1;
-            let tag = &data[pos..tag_end];
-            if tag.starts_with(b"<?") {
-                pos = tag_end;
-                continue;
-            }
-            if tag.starts_with(b"</") {
-                // The only end tag at top level: herald's `</stream:stream>`. Close ours too.
+        split_top_level(buf, |piece| match piece {
+            TopLevel::StreamEnd => {
+                // herald's `</stream:stream>`. Close ours too.
                 let _ = pongs.send(Bytes::from_static(b"</stream:stream>"));
-                pos = tag_end;
-                continue;
             }
-            let name = tag_name(tag);
-            let local = match name.iter().position(|&b| b == b':') {
-                Some(i) => &name[i + 1..],
-                None => name,
-            };
-            if local == b"stream" {
-                // herald's stream header (stays open).
-                pos = tag_end;
-                continue;
-            }
-            let end = if tag.ends_with(b"/>") {
-                tag_end
-            } else {
-                let mut closing = Vec::with_capacity(name.len() + 3);
-                closing.extend_from_slice(b"</");
-                closing.extend_from_slice(name);
-                closing.push(b'>');
-                match find(&data[tag_end..], &closing) {
-                    Some(i) => tag_end + i + closing.len(),
-                    None => break,
-                }
-            };
-            let element = &data[pos..end];
-            match local {
+            TopLevel::Element {
+                tag,
+                local,
+                element,
+            } => match local {
                 b"message" => {
                     self.messages += 1;
                     if self.messages % SAMPLE_EVERY == 0 {
@@ -583,10 +499,8 @@ impl Scanner {
                     }
                 }
                 _ => {}
-            }
-            pos = end;
-        }
-        buf.advance(pos);
+            },
+        });
     }
 }
 
@@ -600,74 +514,6 @@ fn ping_answer(tag: &[u8], element: &[u8]) -> Option<String> {
     Some(format!(
         "<iq type='result' id={q}{id}{q} from='localhost' to='{JID}'/>"
     ))
-}
-
-/// The raw (still escaped) value of attribute `name` in a start tag.
-fn attr<'a>(tag: &'a [u8], name: &str) -> Option<&'a str> {
-    let mut from = 0;
-    while let Some(i) = find(&tag[from..], name.as_bytes()) {
-        let at = from + i;
-        let after = at + name.len();
-        let preceded = at > 0 && tag[at - 1].is_ascii_whitespace();
-        if preceded && tag.get(after) == Some(&b'=') {
-            let quote = *tag.get(after + 1)?;
-            let start = after + 2;
-            let len = find_byte(&tag[start..], quote)?;
-            return std::str::from_utf8(&tag[start..start + len]).ok();
-        }
-        from = after;
-    }
-    None
-}
-
-fn tag_name(tag: &[u8]) -> &[u8] {
-    let rest = &tag[1..];
-    let end = rest
-        .iter()
-        .position(|&b| b.is_ascii_whitespace() || b == b'>' || b == b'/')
-        .unwrap_or(rest.len());
-    &rest[..end]
-}
-
-/// End of the peer's stream header (`<?xml …?>` declarations skipped), if complete.
-fn stream_header_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    loop {
-        let lt = i + find_byte(&buf[i..], b'<')?;
-        if buf.get(lt + 1) == Some(&b'?') {
-            i = lt + find(&buf[lt..], b"?>")? + 2;
-            continue;
-        }
-        return Some(lt + find_byte(&buf[lt..], b'>')? + 1);
-    }
-}
-
-/// (digest, end) of a complete `<handshake>digest</handshake>`.
-fn handshake(buf: &[u8]) -> Option<(String, usize)> {
-    let start = find(buf, b"<handshake")?;
-    let open_end = start + find_byte(&buf[start..], b'>')? + 1;
-    let close = open_end + find(&buf[open_end..], b"</handshake>")?;
-    let digest = String::from_utf8_lossy(&buf[open_end..close])
-        .trim()
-        .to_owned();
-    Some((digest, close + b"</handshake>".len()))
-}
-
-fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
-    hay.iter().position(|&x| x == b)
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    let (&first, rest) = needle.split_first()?;
-    let mut i = 0;
-    while i + needle.len() <= hay.len() {
-        i += find_byte(&hay[i..=hay.len() - needle.len()], first)?;
-        if &hay[i + 1..i + needle.len()] == rest {
-            return Some(i);
-        }
-        i += 1;
-    }
-    None
 }
 
 /// Timing of one load, from its first byte written.
@@ -890,46 +736,6 @@ fn rss_bytes() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb * 1024)
-}
-
-/// User + system CPU time of the whole process (all threads), in seconds (USER_HZ = 100).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (ticks(11) + ticks(12)) as f64 / 100.0
-}
-
-fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("model name"))
-        .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn mib(b: f64) -> String {
-    format!("{:.1} MiB", b / (1024.0 * 1024.0))
-}
-
-fn thousands(n: f64) -> String {
-    let s = format!("{:.0}", n);
-    let (sign, digits) = s.split_at(usize::from(s.starts_with('-')));
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
-            out.push(' ');
-        }
-        out.push(c);
-    }
-    format!("{sign}{out}")
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -26,8 +26,4 @@ impl Fanout {
         }
         Ok(())
     }
-
-    pub fn lanes(&self) -> &[Lane] {
-        &self.lanes
-    }
 }

@@ -75,10 +75,6 @@ impl Lane {
         self.queue.name()
     }
 
-    pub fn stats(&self) -> Arc<SinkStats> {
-        self.stats.clone()
-    }
-
     /// Persists several events (one batch), then wakes the worker.
     pub fn push_many(&self, events: &[(u64, String)]) -> Result<(), StoreError> {
         if events.is_empty() {

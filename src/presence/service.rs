@@ -239,10 +239,6 @@ impl PresenceService {
             self.pending_ops.push(outcome.store);
         }
     }
-
-    pub fn tracker(&self) -> &Tracker {
-        &self.tracker
-    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

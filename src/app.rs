@@ -67,7 +67,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     for s in &settings.xmpp_sinks {
         let lane = Lane::new(store.sink_queue(&s.name)?);
         let sink = XmppSink::new(handle.clone(), s.to.to_string(), s.domain.clone());
-        workers.spawn(worker::run(
+        workers.spawn(worker::run_pipelined(
             lane.clone(),
             sink,
             xmpp_sink::policy(),
@@ -84,6 +84,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             max_backlog: s.max_backlog,
             retry_min: s.retry_min,
             retry_max: s.retry_max,
+            in_flight: s.batch_max,
         };
         workers.spawn(worker::run(
             lane.clone(),

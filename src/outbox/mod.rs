@@ -12,6 +12,7 @@
 pub mod worker;
 
 use std::future::Future;
+use std::pin::Pin;
 use std::time::Duration;
 
 pub use crate::store::queue::{DeadLetter, QueuedEvent};
@@ -70,4 +71,25 @@ pub trait Transport: Send + Sync + 'static {
     fn describe(&self) -> String;
     /// One attempt; must finish within the sink's timeout.
     fn deliver(&self, batch: &Batch) -> impl Future<Output = Verdict> + Send;
+}
+
+/// The acknowledgement of a batch a [`Pipelined`] transport has sent; `Err` says why it failed.
+pub type PendingAck = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
+
+/// Why a [`Pipelined`] transport did not send a batch.
+#[derive(Debug)]
+pub enum SendRefused {
+    /// The batch can never be delivered (e.g. a corrupt stored event).
+    DeadLetter(String),
+    /// The transport is gone (herald is stopping).
+    Closed,
+}
+
+/// Delivers batches to an endpoint that acknowledges them in order, later: the worker sends the
+/// next batches without waiting ([`worker::run_pipelined`]).
+pub trait Pipelined: Send + Sync + 'static {
+    /// A short name for logs, e.g. `xmpp world@example.org`.
+    fn describe(&self) -> String;
+    /// Sends the batch behind every batch sent before it; returns its acknowledgement.
+    fn send(&self, batch: &Batch) -> impl Future<Output = Result<PendingAck, SendRefused>> + Send;
 }

@@ -6,6 +6,8 @@
 //! keeps delivering what is queued while deliveries succeed, and stops at the first failure:
 //! what is left stays in the store for the next start.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::{Batch, Transport, Verdict};
+use futures::stream::{FuturesOrdered, StreamExt};
+
+use super::{Batch, PendingAck, Pipelined, SendRefused, Transport, Verdict};
 use crate::backoff::Backoff;
 use crate::events::now_millis;
 use crate::store::queue::{QueuedEvent, SinkQueue};
@@ -30,6 +34,8 @@ pub struct Policy {
     pub max_backlog: usize,
     pub retry_min: Duration,
     pub retry_max: Duration,
+    /// Most events sent and not yet acknowledged ([`run_pipelined`] only).
+    pub in_flight: usize,
 }
 
 /// Counters of one sink, readable while it runs.
@@ -225,6 +231,140 @@ async fn deliver_until_settled<T: Transport>(
     }
 }
 
+/// Delivers the lane's queue through a [`Pipelined`] transport until `shutdown`: batches go out
+/// back to back, up to `policy.in_flight` events ahead of the acknowledgements, which come back
+/// in order. A failed acknowledgement drops everything in flight and starts again at the head of
+/// the queue after the backoff (at least once: the receiver may see a batch twice).
+pub async fn run_pipelined<T: Pipelined>(
+    lane: Lane,
+    transport: T,
+    policy: Policy,
+    shutdown: CancellationToken,
+) {
+    let sink = transport.describe();
+    let mut backoff = Backoff::new(policy.retry_min, policy.retry_max);
+    info!(sink = %sink, "delivery worker started");
+    let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
+    let mut in_flight_events = 0usize;
+    // The highest seq sent and not known lost; `None`: start at the head of the queue.
+    let mut sent_up_to: Option<u64> = None;
+    loop {
+        if in_flight.is_empty() {
+            sent_up_to = None;
+            trim_backlog(&lane, &policy, &sink);
+        }
+        let room = policy.in_flight.saturating_sub(in_flight_events);
+        if room > 0 {
+            let max = policy.batch_max.min(room);
+            let peeked = match sent_up_to {
+                None => lane.queue.peek(max),
+                Some(seq) => lane.queue.peek_after(seq, max),
+            };
+            let events = match peeked {
+                Ok(e) => e,
+                Err(e) => {
+                    error!(sink = %sink, error = %e, "cannot read the outbox; retrying in 1s");
+                    if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if !events.is_empty() {
+                let batch = Batch {
+                    id: batch_id(&events),
+                    events,
+                };
+                sent_up_to = Some(batch.last_seq());
+                match transport.send(&batch).await {
+                    Ok(ack) => {
+                        in_flight_events += batch.events.len();
+                        let seqs = batch.events.iter().map(|e| e.seq).collect();
+                        in_flight.push_back(in_flight_batch(batch.id, seqs, ack));
+                    }
+                    Err(SendRefused::DeadLetter(reason)) => {
+                        error!(sink = %sink, batch = %batch.id, first_seq = batch.first_seq(), last_seq = batch.last_seq(), events = batch.events.len(), reason = %reason, "batch cannot be delivered; moved to dead letters (list them with `herald dead-letters list`)");
+                        if let Err(e) = lane.queue.dead_letter(&batch.events, &reason, now_millis())
+                        {
+                            error!(sink = %sink, error = %e, "cannot move a batch to the dead letters; it stays queued");
+                            if sleep_or_shutdown(Duration::from_secs(1), &shutdown).await {
+                                return;
+                            }
+                            in_flight.clear();
+                            in_flight_events = 0;
+                            continue;
+                        }
+                        settle(&lane, batch.events.len());
+                        lane.stats
+                            .dead_lettered
+                            .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(SendRefused::Closed) => {
+                        // The connection is gone for good: herald is stopping.
+                        info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
+                        return;
+                    }
+                }
+                continue;
+            }
+        }
+        if in_flight.is_empty() {
+            if shutdown.is_cancelled() {
+                return;
+            }
+            tokio::select! {
+                _ = lane.wake.notified() => {}
+                _ = shutdown.cancelled() => {}
+            }
+            continue;
+        }
+        tokio::select! {
+            done = in_flight.next() => {
+                let Some((id, seqs, verdict)) = done else { continue };
+                in_flight_events -= seqs.len();
+                match verdict {
+                    Ok(()) => {
+                        if let Err(e) = lane.queue.ack_seqs(&seqs) {
+                            // The batch stays queued and will be delivered again: a duplicate, not a loss.
+                            error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
+                        }
+                        settle(&lane, seqs.len());
+                        lane.stats.delivered.fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                        lane.stats.batches.fetch_add(1, Ordering::Relaxed);
+                        debug!(sink = %sink, batch = %id, events = seqs.len(), "delivered");
+                        backoff.reset();
+                    }
+                    Err(reason) => {
+                        lane.stats.retries.fetch_add(1, Ordering::Relaxed);
+                        // Everything after it is sent again too, in order.
+                        in_flight.clear();
+                        in_flight_events = 0;
+                        if shutdown.is_cancelled() {
+                            info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
+                            return;
+                        }
+                        let delay = backoff.next_delay();
+                        warn!(sink = %sink, batch = %id, retry_in = ?delay, reason = %reason, "delivery not acknowledged; will send again from the oldest undelivered event");
+                        if sleep_or_shutdown(delay, &shutdown).await {
+                            return;
+                        }
+                    }
+                }
+            }
+            _ = lane.wake.notified(), if in_flight_events < policy.in_flight => {}
+            _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
+        }
+    }
+}
+
+/// A batch sent through a pipelined transport: resolves to its id, its events' seqs and the
+/// acknowledgement (`Err`: the reason it failed).
+type InFlight = Pin<Box<dyn Future<Output = (String, Vec<u64>, Result<(), String>)> + Send>>;
+
+fn in_flight_batch(id: String, seqs: Vec<u64>, ack: PendingAck) -> InFlight {
+    Box::pin(async move { (id, seqs, ack.await) })
+}
+
 fn settle(lane: &Lane, n: usize) {
     let _ = lane
         .stats
@@ -297,7 +437,6 @@ mod tests {
             .map(|&seq| QueuedEvent {
                 seq,
                 json: (&b"{}"[..]).into(),
-                record: seqs[0],
             })
             .collect()
     }

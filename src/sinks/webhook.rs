@@ -372,12 +372,10 @@ mod tests {
                 QueuedEvent {
                     seq: 41,
                     json: br#"{"seq":41,"type":"PRESENCE_DID_CHANGE"}"#.as_slice().into(),
-                    record: 41,
                 },
                 QueuedEvent {
                     seq: 42,
                     json: br#"{"seq":42,"type":"PRESENCE_DID_CHANGE"}"#.as_slice().into(),
-                    record: 41,
                 },
             ],
         }

@@ -10,14 +10,15 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
 use minidom::Element;
 use serde::Deserialize;
 
 use crate::events::PresenceEvent;
-use crate::outbox::{worker::Policy, Batch, Transport, Verdict};
+use crate::outbox::{worker::Policy, Batch, PendingAck, Pipelined, SendRefused};
 use crate::xmpp::handle::XmppHandle;
 use crate::xmpp::iq_tracker::IqError;
-use crate::xmpp::stanza::{self, NS_COMPONENT};
+use crate::xmpp::stanza::{self, escape_attr_into, escape_text_into, NS_COMPONENT};
 
 pub const NS_FLUX: &str = "flux:xmpp";
 pub const BODY: &str = "Presence update";
@@ -25,19 +26,26 @@ pub const BODY: &str = "Presence update";
 /// Delivery policy of XMPP sinks (no config keys: the server is local and fast).
 pub fn policy() -> Policy {
     Policy {
-        // Large: each batch waits for one ping round trip, which queues behind inbound traffic.
-        batch_max: 2000,
+        batch_max: BATCH_MAX,
         batch_delay: Duration::ZERO,
         max_backlog: 1_000_000,
         retry_min: Duration::from_millis(500),
         retry_max: Duration::from_secs(30),
+        // The acknowledging ping queues behind everything the server is sending herald: under
+        // load that is a whole socket buffer of presences, so many batches must be in flight.
+        in_flight: 50_000,
     }
 }
 
+const BATCH_MAX: usize = 1_000;
+/// Rendered messages are handed to the connection in pieces of about this size.
+const CHUNK: usize = 32 * 1024;
+
 /// Sends each event as a message to the server user, then pings the server user's domain: the
 /// server handles a component's stanzas in order, so the answer acknowledges the whole batch.
-/// A lost connection fails the ping and the batch is sent again after the reconnect (at least
-/// once; the `id`/`trace` lets the receiver drop duplicates).
+/// Batches are pipelined: the next goes out before the previous one's answer is back. A lost
+/// connection fails the pings and the worker sends everything unacknowledged again after the
+/// reconnect (at least once; the `id`/`trace` lets the receiver drop duplicates).
 pub struct XmppSink {
     handle: XmppHandle,
     to: String,
@@ -57,40 +65,63 @@ struct Trace<'a> {
     trace: &'a str,
 }
 
-impl Transport for XmppSink {
+impl Pipelined for XmppSink {
     fn describe(&self) -> String {
         format!("xmpp {}", self.to)
     }
 
-    async fn deliver(&self, batch: &Batch) -> Verdict {
+    async fn send(&self, batch: &Batch) -> Result<PendingAck, SendRefused> {
+        // Check every event before sending any, so a bad one cannot leave half a batch behind.
+        let mut texts = Vec::with_capacity(batch.events.len());
         for e in &batch.events {
             let Ok(json) = std::str::from_utf8(&e.json) else {
-                return Verdict::DeadLetter {
-                    reason: "stored event is not UTF-8".into(),
-                };
+                return Err(SendRefused::DeadLetter(format!(
+                    "stored event {} is not UTF-8",
+                    e.seq
+                )));
             };
             let Ok(Trace { trace }) = serde_json::from_str::<Trace>(json) else {
-                return Verdict::DeadLetter {
-                    reason: "stored event has no trace".into(),
-                };
+                return Err(SendRefused::DeadLetter(format!(
+                    "stored event {} has no trace",
+                    e.seq
+                )));
             };
-            let msg = message_from_json(trace, json, &self.to, self.handle.jid());
-            if self.handle.send(msg).await.is_err() {
-                return Verdict::Retry {
-                    after: None,
-                    reason: "herald is shutting down".into(),
-                };
+            texts.push((trace, json));
+        }
+        let from = self.handle.jid();
+        let mut chunk = String::with_capacity(CHUNK + 1024);
+        for (trace, json) in texts {
+            render_message(&mut chunk, trace, json, &self.to, from);
+            if chunk.len() >= CHUNK {
+                let full = std::mem::replace(&mut chunk, String::with_capacity(CHUNK + 1024));
+                self.send_text(full).await?;
             }
         }
-        let ping = stanza::ping("", self.handle.jid(), &self.domain);
-        match self.handle.request(ping).await {
-            // Any answer, even an error, means the server processed everything sent before it.
-            Ok(_) | Err(IqError::Error { .. }) => Verdict::Delivered,
-            Err(e) => Verdict::Retry {
-                after: None,
-                reason: e.to_string(),
-            },
+        if !chunk.is_empty() {
+            self.send_text(chunk).await?;
         }
+        let ping = stanza::ping("", from, &self.domain);
+        let answer = self
+            .handle
+            .start_request(ping)
+            .await
+            .map_err(|_| SendRefused::Closed)?;
+        Ok(Box::pin(async move {
+            match answer.await {
+                // Any answer, even an error, means the server processed everything sent before it.
+                Ok(_) | Err(IqError::Error { .. }) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            }
+        }))
+    }
+}
+
+impl XmppSink {
+    async fn send_text(&self, text: String) -> Result<(), SendRefused> {
+        self.handle
+            .send_text(Bytes::from(text))
+            .await
+            .map_err(|_| SendRefused::Closed)
     }
 }
 
@@ -114,6 +145,24 @@ pub fn message_from_json(trace: &str, json: &str, to: &str, from: &str) -> Eleme
                 .build(),
         )
         .build()
+}
+
+/// Appends the text of [`message_from_json`]'s message to `out`, as it goes on the stream (the
+/// stream's default namespace is the component namespace).
+pub fn render_message(out: &mut String, trace: &str, json: &str, to: &str, from: &str) {
+    out.push_str("<message type='chat' id='");
+    escape_attr_into(out, trace);
+    out.push_str("' to='");
+    escape_attr_into(out, to);
+    out.push_str("' from='");
+    escape_attr_into(out, from);
+    out.push_str("'><body>");
+    out.push_str(BODY);
+    out.push_str("</body><event xmlns='");
+    out.push_str(NS_FLUX);
+    out.push_str("' mime='application/json'>");
+    escape_text_into(out, json);
+    out.push_str("</event></message>");
 }
 
 #[cfg(test)]
@@ -153,5 +202,25 @@ mod tests {
         assert_eq!(json["args"]["status"], "<b>&amp;");
         assert_eq!(json["seq"], 7);
         assert_eq!(back.children().count(), 2);
+    }
+
+    #[test]
+    fn rendered_text_is_the_same_message() {
+        let json = r#"{"trace":"t-1","args":{"status":"a < b & 'c' \"d\" ]]>"}}"#;
+        let mut text = String::from("<stream xmlns='jabber:component:accept'>");
+        render_message(
+            &mut text,
+            "t-1",
+            json,
+            "w'o&rld@example.org",
+            "herald.example.org",
+        );
+        text.push_str("</stream>");
+        let root: Element = text.parse().unwrap();
+        let rendered = root.children().next().unwrap();
+        assert_eq!(
+            rendered,
+            &message_from_json("t-1", json, "w'o&rld@example.org", "herald.example.org")
+        );
     }
 }

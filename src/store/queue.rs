@@ -24,8 +24,6 @@ const DEAD_PREFIX: &str = "dead/";
 pub struct QueuedEvent {
     pub seq: u64,
     pub json: IVec,
-    /// Key of the record that holds it.
-    pub record: u64,
 }
 
 /// An event a sink gave up on, with the answer that killed it.
@@ -107,8 +105,29 @@ impl SinkQueue {
 
     /// Up to `max` of the oldest queued events.
     pub fn peek(&self, max: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+        self.collect(self.queue.iter(), 0, max)
+    }
+
+    /// Up to `max` of the oldest queued events with a `seq` above `after` (a pipelined sink
+    /// reads past what it has sent and not yet seen acknowledged).
+    pub fn peek_after(&self, after: u64, max: usize) -> Result<Vec<QueuedEvent>, StoreError> {
+        let start = after.saturating_add(1);
+        // Records are keyed by their first seq: the one holding `start` is the last at or below it.
+        let from = match self.queue.range(..=start.to_be_bytes()).next_back() {
+            Some(item) => decode_seq(&item?.0)?,
+            None => start,
+        };
+        self.collect(self.queue.range(from.to_be_bytes()..), start, max)
+    }
+
+    fn collect(
+        &self,
+        records: sled::Iter,
+        min_seq: u64,
+        max: usize,
+    ) -> Result<Vec<QueuedEvent>, StoreError> {
         let mut out = Vec::with_capacity(max.min(1024));
-        for item in self.queue.iter() {
+        for item in records {
             if out.len() >= max {
                 break;
             }
@@ -118,34 +137,48 @@ impl SinkQueue {
                 if out.len() >= max {
                     break;
                 }
-                out.push(QueuedEvent { seq, json, record });
+                if seq >= min_seq {
+                    out.push(QueuedEvent { seq, json });
+                }
             }
         }
         Ok(out)
     }
 
-    /// Deletes acknowledged events (always the oldest ones: a prefix of the queue).
+    /// Deletes acknowledged events.
     pub fn ack(&self, events: &[QueuedEvent]) -> Result<(), StoreError> {
+        let seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+        self.ack_seqs(&seqs)
+    }
+
+    /// Deletes acknowledged events given by `seq`. A partly acknowledged record is rewritten as
+    /// its remainder, keyed by the remainder's first `seq`, so the record holding a `seq` is keyed
+    /// at or below it: normally the nearest such record, but a requeued dead letter can sit in
+    /// between, so the search goes on downwards until it finds the `seq`.
+    pub fn ack_seqs(&self, seqs: &[u64]) -> Result<(), StoreError> {
+        let mut pending: std::collections::BTreeSet<u64> = seqs.iter().copied().collect();
         let mut batch = SledBatch::default();
-        let acked: std::collections::HashSet<(u64, u64)> =
-            events.iter().map(|e| (e.record, e.seq)).collect();
-        let mut records: Vec<u64> = events.iter().map(|e| e.record).collect();
-        records.dedup();
-        for key in records {
-            let Some(v) = self.queue.get(key.to_be_bytes())? else {
-                continue;
-            };
-            let remaining: Vec<(u64, IVec)> = decode_record(key, &v)?
-                .into_iter()
-                .filter(|(seq, _)| !acked.contains(&(key, *seq)))
-                .collect();
-            batch.remove(&key.to_be_bytes());
-            if let Some((first, _)) = remaining.first() {
-                let mut record = (remaining.len() as u32).to_be_bytes().to_vec();
-                for (seq, json) in &remaining {
-                    encode_event(&mut record, *seq, json);
+        while let Some(seq) = pending.pop_first() {
+            for item in self.queue.range(..=seq.to_be_bytes()).rev() {
+                let (k, v) = item?;
+                let key = decode_seq(&k)?;
+                let events = decode_record(key, &v)?;
+                if !events.iter().any(|(s, _)| *s == seq) {
+                    continue;
                 }
-                batch.insert(&first.to_be_bytes(), record);
+                let remaining: Vec<&(u64, IVec)> = events
+                    .iter()
+                    .filter(|(s, _)| *s != seq && !pending.remove(s))
+                    .collect();
+                batch.remove(&key.to_be_bytes());
+                if let Some((first, _)) = remaining.first() {
+                    let mut record = (remaining.len() as u32).to_be_bytes().to_vec();
+                    for (seq, json) in &remaining {
+                        encode_event(&mut record, *seq, json);
+                    }
+                    batch.insert(&first.to_be_bytes(), record);
+                }
+                break;
             }
         }
         self.queue.apply_batch(batch)?;
@@ -370,6 +403,52 @@ mod tests {
         let last = q.peek(100).unwrap();
         assert_eq!(last[1].json, b"{\"seq\":20}");
         q.ack(&last).unwrap();
+        assert_eq!(q.count(), 0);
+    }
+
+    #[test]
+    fn reading_past_unacknowledged_events_and_acknowledging_them_in_order() {
+        let (_d, s) = store();
+        let q = s.sink_queue("xmpp").unwrap();
+        let burst: Vec<(u64, Vec<u8>)> = (1..=10u64).map(|seq| (seq, b"{}".to_vec())).collect();
+        q.push_many(burst.iter().map(|(s, j)| (*s, j.as_slice())))
+            .unwrap();
+        q.push(11, b"{}").unwrap();
+        // Three batches in flight; the first two split the first record.
+        let a = q.peek(4).unwrap();
+        let b = q.peek_after(4, 4).unwrap();
+        let c = q.peek_after(8, 4).unwrap();
+        assert_eq!(seqs(&b), [5, 6, 7, 8]);
+        assert_eq!(seqs(&c), [9, 10, 11]);
+        assert!(q.peek_after(11, 4).unwrap().is_empty());
+        q.ack(&a).unwrap();
+        // The first record is now the remainder keyed 5: b's events are still found.
+        q.ack(&b).unwrap();
+        assert_eq!(seqs(&q.peek(100).unwrap()), [9, 10, 11]);
+        q.ack(&c).unwrap();
+        assert_eq!(q.count(), 0);
+        // Acknowledging again (a duplicate answer) changes nothing.
+        q.ack(&c).unwrap();
+        assert_eq!(q.count(), 0);
+    }
+
+    #[test]
+    fn acks_find_events_behind_a_requeued_dead_letter() {
+        let (_d, s) = store();
+        let q = s.sink_queue("xmpp").unwrap();
+        let burst: Vec<(u64, Vec<u8>)> = (1..=10u64).map(|seq| (seq, b"{}".to_vec())).collect();
+        q.push_many(burst.iter().map(|(s, j)| (*s, j.as_slice())))
+            .unwrap();
+        // 5..8 dead-lettered out of the middle of the record, then 5 requeued: record 5 now
+        // sits inside the span of record 1.
+        let mid = q.peek_after(4, 4).unwrap();
+        q.dead_letter(&mid, "test", 0).unwrap();
+        assert_eq!(q.requeue(Some(&[5])).unwrap(), 1);
+        let all = q.peek(100).unwrap();
+        assert_eq!(seqs(&all), [1, 2, 3, 4, 9, 10, 5]);
+        q.ack(&all[4..5]).unwrap();
+        assert_eq!(seqs(&q.peek(100).unwrap()), [1, 2, 3, 4, 10, 5]);
+        q.ack(&q.peek(100).unwrap()).unwrap();
         assert_eq!(q.count(), 0);
     }
 

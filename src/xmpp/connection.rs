@@ -1,8 +1,10 @@
 //! The connection task: the only owner of the XEP-0114 stream.
 //!
 //! It logs in (`<handshake>` = hex(sha1(stream id + secret)), done by tokio-xmpp), reads every
-//! inbound element, classifies it ([`super::router`]) and hands it to its owner, writes what the
-//! [`XmppHandle`](super::XmppHandle)s queue, and keeps the stream alive:
+//! inbound element, classifies it ([`super::router`]) and hands it to its owner, and keeps the
+//! stream alive. Once logged in, a writer task of its own takes over the socket's write half and
+//! writes what the [`XmppHandle`](super::XmppHandle)s queue (stanzas already rendered as text),
+//! so reading and writing run side by side:
 //!
 //! - **Keepalive**: an XEP-0199 ping to the server every `component.keepalive`, and one more when
 //!   the stream has been silent for `component.read_timeout`; no answer within
@@ -17,16 +19,27 @@
 //! - **Reconnect is a state transition**: pending IQs fail with `Disconnected`, consumers get
 //!   [`ConnectionEvent::Down`] then [`ConnectionEvent::Up`] with a new epoch.
 
+use std::borrow::Cow;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use minidom::Element;
+use tokio::io::{
+    AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
+};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-use tokio_xmpp::connect::{DnsConfig, ServerConnector, TcpServerConnector};
 use tokio_xmpp::parsers::component::Handshake;
-use tokio_xmpp::xmlstream::{ReadError, Timeouts, XmlStream};
+use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 use tracing::{debug, error, info, warn};
 
 use super::disco;
@@ -38,14 +51,19 @@ use crate::config::ComponentSettings;
 use crate::presence::tracker::Update;
 use crate::xep::privilege::Advertisement;
 
-type Stream = XmlStream<<TcpServerConnector as ServerConnector>::Stream, Element>;
+type Stream = XmlStream<LoginIo, Element>;
+
+/// What the handles queue for the writer: stanzas rendered as XML text.
+pub type Outbound = mpsc::Receiver<Bytes>;
 
 /// How long the login (TCP connect, stream header, handshake) may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long shutdown waits for queued stanzas and the stream close.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
-/// Outbound stanzas written before one flush.
+/// Most queued items written before one flush.
 const WRITE_BATCH: usize = 512;
+/// The writer's buffer: small stanzas are gathered into writes of up to this size.
+const WRITE_BUFFER: usize = 64 * 1024;
 const SNAPSHOT_ID_PREFIX: &str = "herald-snapshot-";
 const KEEPALIVE_ID_PREFIX: &str = "herald-keepalive-";
 const SERVER_INFO_ID_PREFIX: &str = "herald-serverinfo-";
@@ -108,10 +126,13 @@ enum LoginError {
 pub async fn run(
     settings: ComponentSettings,
     tracker: IqTracker,
-    mut outbound: mpsc::Receiver<Element>,
+    outbound: Outbound,
     events: mpsc::Sender<ConnectionEvent>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnectionError> {
+    // Each connection's writer task holds the lock while it runs; the queue outlives connections,
+    // so what was queued while disconnected goes out after the reconnect.
+    let outbound = Arc::new(tokio::sync::Mutex::new(outbound));
     let jid = settings.jid.to_string();
     let mut backoff = Backoff::new(settings.reconnect_min, settings.reconnect_max);
     let mut epoch = 0u64;
@@ -124,16 +145,19 @@ pub async fn run(
                 .unwrap_or_else(|_| Err(LoginError::Io("login timed out".into()))),
         };
         let delay = match attempt {
-            Ok(stream) => {
+            Ok((stream, write_half)) => {
                 epoch += 1;
                 ever_connected = true;
                 info!(server = %settings.server, jid = %jid, epoch, "connected to the server");
                 let started = Instant::now();
+                let (control, control_rx) = mpsc::unbounded_channel();
+                let writer = tokio::spawn(write_loop(write_half, control_rx, outbound.clone()));
                 let mut session = Session {
                     settings: &settings,
                     stream,
+                    control: Some(control),
+                    writer,
                     tracker: &tracker,
-                    outbound: &mut outbound,
                     events: &mut events,
                     epoch,
                     server_domain: parent_domain(&jid),
@@ -142,6 +166,7 @@ pub async fn run(
                     advertised: false,
                 };
                 let end = session.run(&shutdown).await;
+                drop(session);
                 tracker.fail_all(IqError::Disconnected);
                 if let Some(tx) = events.as_ref() {
                     let _ = tx.send(ConnectionEvent::Down).await;
@@ -199,24 +224,40 @@ pub async fn run(
         }
     }
     tracker.fail_all(IqError::Closed);
-    if !outbound.is_empty() {
-        warn!(
-            queued = outbound.len(),
-            "shutting down while disconnected: queued stanzas were not sent"
-        );
+    if let Ok(outbound) = outbound.try_lock() {
+        if !outbound.is_empty() {
+            warn!(
+                queued = outbound.len(),
+                "shutting down while disconnected: queued stanzas were not sent"
+            );
+        }
     }
     Ok(())
 }
 
-async fn login(settings: &ComponentSettings) -> Result<Stream, LoginError> {
+/// Connects and logs in; returns the stream (for reading) and the socket's write half.
+async fn login(settings: &ComponentSettings) -> Result<(Stream, OwnedWriteHalf), LoginError> {
     let timeouts = Timeouts {
         read_timeout: settings.read_timeout,
         response_timeout: settings.request_timeout,
     };
-    let connector = TcpServerConnector::from(DnsConfig::addr(&settings.server));
-    let jid = tokio_xmpp::jid::Jid::from(settings.jid.clone());
-    let (mut pending, _) = connector
-        .connect(&jid, NS_COMPONENT, timeouts)
+    let tcp = TcpStream::connect(settings.server.as_str())
+        .await
+        .map_err(|e| LoginError::Io(e.to_string()))?;
+    // herald gathers its writes itself (see `write_loop`).
+    let _ = tcp.set_nodelay(true);
+    let (rd, wr) = tcp.into_split();
+    let write_slot = Arc::new(Mutex::new(Some(wr)));
+    let io = LoginIo {
+        rd: BufReader::new(rd),
+        wr: write_slot.clone(),
+    };
+    let header = StreamHeader {
+        to: Some(Cow::Borrowed(settings.jid.as_str())),
+        from: None,
+        id: None,
+    };
+    let mut pending = initiate_stream(io, NS_COMPONENT, header, timeouts)
         .await
         .map_err(|e| LoginError::Io(e.to_string()))?;
     let header = pending.take_header();
@@ -233,7 +274,10 @@ async fn login(settings: &ComponentSettings) -> Result<Stream, LoginError> {
     loop {
         match stream.next().await {
             Some(Ok(el)) if el.name() == "handshake" && el.ns() == NS_COMPONENT => {
-                return Ok(stream)
+                let write_half = lock(&write_slot)
+                    .take()
+                    .ok_or_else(|| LoginError::Io("the socket's write half is gone".into()))?;
+                return Ok((stream, write_half));
             }
             Some(Ok(el)) => {
                 return Err(match classify(&el) {
@@ -263,8 +307,10 @@ enum SessionEnd {
 struct Session<'a> {
     settings: &'a ComponentSettings,
     stream: Stream,
+    /// The session's own stanzas (IQ answers, pings) to the writer; `None` once draining.
+    control: Option<mpsc::UnboundedSender<Bytes>>,
+    writer: JoinHandle<io::Result<()>>,
     tracker: &'a IqTracker,
-    outbound: &'a mut mpsc::Receiver<Element>,
     events: &'a mut Option<mpsc::Sender<ConnectionEvent>>,
     epoch: u64,
     /// Where keepalive pings go: the advertising server, else the component's parent domain.
@@ -274,6 +320,14 @@ struct Session<'a> {
     last_snapshot_ping: Option<String>,
     /// A privilege advertisement arrived on this connection (or its absence was reported).
     advertised: bool,
+}
+
+impl Drop for Session<'_> {
+    fn drop(&mut self) {
+        // A lost connection: the writer may be stuck on a dead socket. Stopping it releases
+        // the outbound queue for the next connection's writer.
+        self.writer.abort();
+    }
 }
 
 impl Session<'_> {
@@ -290,16 +344,12 @@ impl Session<'_> {
             let step = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => return self.drain_and_close().await,
-                out = self.outbound.recv() => match out {
-                    Some(el) => self.write(el).await,
-                    // Every handle is gone: nothing more can be sent.
-                    None => return self.drain_and_close().await,
-                },
+                ended = &mut self.writer => return SessionEnd::Lost(writer_ended(ended)),
                 read = self.stream.next() => match read {
                     Some(Ok(el)) => self.handle(el).await,
                     Some(Err(ReadError::SoftTimeout)) => {
                         debug!("stream silent for read_timeout; pinging the server");
-                        self.keepalive().await
+                        self.keepalive()
                     }
                     Some(Err(ReadError::ParseError(e))) => {
                         warn!(error = %e, "skipping an element herald could not parse");
@@ -309,7 +359,7 @@ impl Session<'_> {
                     Some(Err(ReadError::HardError(e))) => Err(SessionEnd::Lost(e.to_string())),
                     None => Err(SessionEnd::Lost("end of stream".into())),
                 },
-                _ = keepalive.tick() => self.keepalive().await,
+                _ = keepalive.tick() => self.keepalive(),
                 _ = &mut advert_deadline, if !self.advertised => {
                     self.advertised = true;
                     error!(jid = %self.settings.jid, "the server sent no XEP-0356 privilege advertisement: herald sees no presence. Grant the component presence permission (see the README, 'Server configuration')");
@@ -368,7 +418,7 @@ impl Session<'_> {
             }
             Inbound::IqRequest => {
                 let answer = disco::answer(&el, self.settings.jid.as_str());
-                self.write(answer).await
+                self.write(&answer)
             }
             Inbound::Privileges(adv) => {
                 self.advertised = true;
@@ -380,12 +430,12 @@ impl Session<'_> {
                     self.settings.jid.as_str(),
                     &adv.server,
                 );
-                self.write(info).await?;
+                self.write(&info)?;
                 let id = format!("{SNAPSHOT_ID_PREFIX}{}-{n}", self.epoch);
                 let snapshot_ping = stanza::ping(&id, self.settings.jid.as_str(), &adv.server);
                 self.last_snapshot_ping = Some(id);
                 self.emit(ConnectionEvent::Privileges(adv)).await?;
-                self.write(snapshot_ping).await
+                self.write(&snapshot_ping)
             }
             Inbound::BadPrivileges(e) => {
                 error!(error = %e, "the server's privilege advertisement could not be parsed");
@@ -402,47 +452,32 @@ impl Session<'_> {
         }
     }
 
-    /// Sends an event to the presence service without blocking the outbound direction.
+    /// Sends an event to the presence service. When its queue is full, reading pauses (TCP
+    /// pushes back on the server); the writer goes on, so the two directions cannot deadlock.
     async fn emit(&mut self, event: ConnectionEvent) -> Result<(), SessionEnd> {
-        let Some(tx) = self.events.clone() else {
+        let Some(tx) = self.events.as_ref() else {
             return Ok(());
         };
-        loop {
-            tokio::select! {
-                permit = tx.reserve() => {
-                    match permit {
-                        Ok(p) => p.send(event),
-                        Err(_) => *self.events = None,
-                    }
-                    return Ok(());
-                }
-                out = self.outbound.recv() => match out {
-                    Some(el) => self.write(el).await?,
-                    None => return Err(SessionEnd::Shutdown),
-                }
-            }
+        if tx.send(event).await.is_err() {
+            *self.events = None;
         }
+        Ok(())
     }
 
-    /// Writes one stanza and whatever else is already queued, then flushes once.
-    async fn write(&mut self, first: Element) -> Result<(), SessionEnd> {
-        let lost = |e: std::io::Error| SessionEnd::Lost(format!("write failed: {e}"));
-        self.stream.feed(&first).await.map_err(lost)?;
-        for _ in 1..WRITE_BATCH {
-            match self.outbound.try_recv() {
-                Ok(el) => self.stream.feed(&el).await.map_err(lost)?,
-                Err(_) => break,
-            }
-        }
-        SinkExt::<&Element>::flush(&mut self.stream)
-            .await
-            .map_err(lost)
+    /// Queues one of the session's own stanzas for the writer, ahead of the handles' traffic.
+    fn write(&mut self, el: &Element) -> Result<(), SessionEnd> {
+        let Some(control) = self.control.as_ref() else {
+            return Ok(());
+        };
+        control
+            .send(Bytes::from(String::from(el)))
+            .map_err(|_| SessionEnd::Lost("the writer stopped".into()))
     }
 
-    async fn keepalive(&mut self) -> Result<(), SessionEnd> {
+    fn keepalive(&mut self) -> Result<(), SessionEnd> {
         let id = format!("{KEEPALIVE_ID_PREFIX}{}", self.next_counter());
         let ping = stanza::ping(&id, self.settings.jid.as_str(), &self.server_domain);
-        self.write(ping).await
+        self.write(&ping)
     }
 
     fn next_counter(&mut self) -> u64 {
@@ -451,23 +486,24 @@ impl Session<'_> {
     }
 
     /// Shutdown: stop dispatching inbound traffic (dropping the event sender ends the presence
-    /// service once it has drained), keep writing what the sinks queue and keep routing IQ
-    /// answers (the XMPP sinks await a ping answer as their acknowledgement), until every handle
-    /// is gone; then close the stream.
+    /// service once it has drained), let the writer send what the sinks queue until every handle
+    /// is gone (it then closes the stream), and meanwhile keep routing IQ answers: the XMPP sinks
+    /// await a ping answer as their acknowledgement.
     async fn drain_and_close(&mut self) -> SessionEnd {
         *self.events = None;
+        self.control = None;
         let deadline = Instant::now() + DRAIN_DEADLINE;
         loop {
             tokio::select! {
-                out = self.outbound.recv() => match out {
-                    Some(el) => {
-                        if self.write(el).await.is_err() {
-                            warn!("connection lost while flushing queued stanzas");
+                ended = &mut self.writer => {
+                    match ended {
+                        Ok(Ok(())) => break,
+                        other => {
+                            warn!(reason = %writer_ended(other), "connection lost while flushing queued stanzas");
                             return SessionEnd::Shutdown;
                         }
                     }
-                    None => break,
-                },
+                }
                 read = self.stream.next() => match read {
                     Some(Ok(el)) => {
                         if let Inbound::IqResponse { .. } = classify(&el) {
@@ -482,21 +518,144 @@ impl Session<'_> {
                 },
                 _ = tokio::time::sleep_until(deadline) => {
                     warn!("queued stanzas not flushed within the shutdown deadline");
-                    break;
+                    return SessionEnd::Shutdown;
                 }
             }
         }
-        match tokio::time::timeout(
-            Duration::from_secs(2),
-            SinkExt::<&Element>::close(&mut self.stream),
-        )
-        .await
-        {
-            Ok(Ok(())) => info!("stream closed"),
-            Ok(Err(e)) => debug!(error = %e, "closing the stream"),
+        // The writer sent the stream footer; wait (briefly) for the server's.
+        let server_closed = async {
+            loop {
+                match self.stream.next().await {
+                    Some(Ok(_))
+                    | Some(Err(ReadError::SoftTimeout))
+                    | Some(Err(ReadError::ParseError(_))) => {}
+                    _ => return,
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(2), server_closed).await {
+            Ok(()) => info!("stream closed"),
             Err(_) => debug!("the server did not close its side in time"),
         }
         SessionEnd::Shutdown
+    }
+}
+
+fn writer_ended(ended: Result<io::Result<()>, tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(Ok(())) => "the writer stopped".into(),
+        Ok(Err(e)) => format!("write failed: {e}"),
+        Err(e) => format!("the writer failed: {e}"),
+    }
+}
+
+/// The writer task of one connection: writes the session's own stanzas (first) and what the
+/// handles queue, gathering everything already queued into one flush. Once the session drains
+/// (drops `control`) and every handle is gone, it writes the stream footer and shuts its side.
+async fn write_loop(
+    wr: OwnedWriteHalf,
+    mut control: mpsc::UnboundedReceiver<Bytes>,
+    outbound: Arc<tokio::sync::Mutex<Outbound>>,
+) -> io::Result<()> {
+    let mut outbound = outbound.lock().await;
+    let mut wr = BufWriter::with_capacity(WRITE_BUFFER, wr);
+    let (mut control_open, mut outbound_open) = (true, true);
+    loop {
+        let first = tokio::select! {
+            biased;
+            c = control.recv(), if control_open => match c {
+                Some(b) => b,
+                None => {
+                    control_open = false;
+                    continue;
+                }
+            },
+            o = outbound.recv(), if outbound_open => match o {
+                Some(b) => b,
+                None => {
+                    outbound_open = false;
+                    continue;
+                }
+            },
+            else => break,
+        };
+        wr.write_all(&first).await?;
+        for _ in 1..WRITE_BATCH {
+            let next = match control.try_recv() {
+                Ok(b) => b,
+                Err(_) => match outbound.try_recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                },
+            };
+            wr.write_all(&next).await?;
+        }
+        wr.flush().await?;
+    }
+    wr.write_all(b"</stream:stream>").await?;
+    wr.flush().await?;
+    wr.shutdown().await
+}
+
+/// The login I/O of tokio-xmpp's stream: reads through a buffer; writes go to the socket's write
+/// half, which the writer task takes over once the handshake is done.
+struct LoginIo {
+    rd: BufReader<OwnedReadHalf>,
+    wr: Arc<Mutex<Option<OwnedWriteHalf>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write_half_gone() -> io::Error {
+    io::Error::new(io::ErrorKind::BrokenPipe, "the writer task owns the socket")
+}
+
+impl AsyncRead for LoginIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.rd).poll_read(cx, buf)
+    }
+}
+
+impl AsyncBufRead for LoginIo {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        Pin::new(&mut self.get_mut().rd).poll_fill_buf(cx)
+    }
+
+    fn consume(mut self: Pin<&mut Self>, amt: usize) {
+        Pin::new(&mut self.rd).consume(amt)
+    }
+}
+
+impl AsyncWrite for LoginIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match lock(&self.wr).as_mut() {
+            Some(w) => Pin::new(w).poll_write(cx, buf),
+            None => Poll::Ready(Err(write_half_gone())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match lock(&self.wr).as_mut() {
+            Some(w) => Pin::new(w).poll_flush(cx),
+            None => Poll::Ready(Err(write_half_gone())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match lock(&self.wr).as_mut() {
+            Some(w) => Pin::new(w).poll_shutdown(cx),
+            None => Poll::Ready(Err(write_half_gone())),
+        }
     }
 }
 

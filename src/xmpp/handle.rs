@@ -1,9 +1,11 @@
 //! The cloneable front end of the connection task.
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use minidom::Element;
 use tokio::sync::mpsc;
 
@@ -11,13 +13,14 @@ use super::iq_tracker::{IqError, IqTracker};
 
 /// Sends stanzas through the one connection task and awaits answers to IQs.
 ///
-/// Outbound channel: every task that emits stanzas sends; the connection task receives. It is
+/// Stanzas travel as XML text, rendered by the sender, so the connection's writer only writes.
+/// Outbound channel: every task that emits stanzas sends; the connection's writer receives. It is
 /// bounded: when full (the server is slow or herald is reconnecting) senders wait, which slows the
 /// producers instead of growing memory. Stanzas queued while disconnected go out after the
 /// reconnect.
 #[derive(Clone)]
 pub struct XmppHandle {
-    outbound: mpsc::Sender<Element>,
+    outbound: mpsc::Sender<Bytes>,
     tracker: IqTracker,
     jid: Arc<str>,
     counter: Arc<AtomicU64>,
@@ -30,7 +33,7 @@ pub struct Closed;
 
 impl XmppHandle {
     pub fn new(
-        outbound: mpsc::Sender<Element>,
+        outbound: mpsc::Sender<Bytes>,
         tracker: IqTracker,
         jid: &str,
         request_timeout: Duration,
@@ -51,7 +54,13 @@ impl XmppHandle {
 
     /// Queues a stanza for sending.
     pub async fn send(&self, stanza: Element) -> Result<(), Closed> {
-        self.outbound.send(stanza).await.map_err(|_| Closed)
+        self.send_text(Bytes::from(String::from(&stanza))).await
+    }
+
+    /// Queues stanzas already rendered as XML text: one or more complete top-level elements
+    /// with every namespace they use declared (the stream's default is `jabber:component:accept`).
+    pub async fn send_text(&self, xml: Bytes) -> Result<(), Closed> {
+        self.outbound.send(xml).await.map_err(|_| Closed)
     }
 
     /// A fresh stanza id, unique within this process.
@@ -60,7 +69,16 @@ impl XmppHandle {
     }
 
     /// Sends an IQ (its `id` is set here) and waits for the answer, at most the request timeout.
-    pub async fn request(&self, mut iq: Element) -> Result<Element, IqError> {
+    pub async fn request(&self, iq: Element) -> Result<Element, IqError> {
+        self.start_request(iq).await?.await
+    }
+
+    /// Queues an IQ (its `id` is set here) behind everything queued before it and returns the
+    /// wait for its answer, which ends at the latest after the request timeout (counted from now).
+    pub async fn start_request(
+        &self,
+        mut iq: Element,
+    ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
         let id = self.next_id("herald");
         iq.set_attr(rxml::Namespace::NONE, crate::n!("id"), id.as_str());
         let answer = self.tracker.register(id.clone());
@@ -68,13 +86,17 @@ impl XmppHandle {
             self.tracker.forget(&id);
             return Err(IqError::Closed);
         }
-        match tokio::time::timeout(self.request_timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(IqError::Closed),
-            Err(_) => {
-                self.tracker.forget(&id);
-                Err(IqError::Timeout)
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let tracker = self.tracker.clone();
+        Ok(async move {
+            match tokio::time::timeout_at(deadline, answer).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(IqError::Closed),
+                Err(_) => {
+                    tracker.forget(&id);
+                    Err(IqError::Timeout)
+                }
             }
-        }
+        })
     }
 }

@@ -77,10 +77,56 @@ pub fn error_condition(stanza: &Element) -> Option<&str> {
         .map(|c| c.name())
 }
 
+/// Appends `s` escaped for an XML text node.
+pub fn escape_text_into(out: &mut String, s: &str) {
+    escape_into(out, s, false);
+}
+
+/// Appends `s` escaped for an XML attribute value (quoted with `'` or `"`).
+pub fn escape_attr_into(out: &mut String, s: &str) {
+    escape_into(out, s, true);
+}
+
+fn escape_into(out: &mut String, s: &str, attr: bool) {
+    let mut last = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let rep = match b {
+            b'&' => "&amp;",
+            b'<' => "&lt;",
+            b'>' => "&gt;",
+            b'\'' if attr => "&apos;",
+            b'"' if attr => "&quot;",
+            _ => continue,
+        };
+        out.push_str(&s[last..i]);
+        out.push_str(rep);
+        last = i + 1;
+    }
+    out.push_str(&s[last..]);
+}
+
 /// An attribute name for minidom's builder, checked at compile time: `n!("type")`.
 #[macro_export]
 macro_rules! n {
     ($s:literal) => {
         ::rxml::xml_ncname!($s).to_owned()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_round_trips_through_a_parser() {
+        let nasty = "a&b<c>d'e\"f \u{1F3AE} ]]>";
+        let mut xml = String::from("<x xmlns='urn:t' v='");
+        escape_attr_into(&mut xml, nasty);
+        xml.push_str("'>");
+        escape_text_into(&mut xml, nasty);
+        xml.push_str("</x>");
+        let el: Element = xml.parse().unwrap();
+        assert_eq!(el.attr("v"), Some(nasty));
+        assert_eq!(el.text(), nasty);
+    }
 }

@@ -1,7 +1,7 @@
 //! The presence service: the one task that owns the [`Tracker`] and the [`Privileges`] table.
 //!
-//! It consumes [`ConnectionEvent`]s in stream order, applies them to the tracker, writes every
-//! change through to the store (so a restart neither loses transitions nor re-announces
+//! It consumes [`ConnectionEvent`]s in stream order, applies them to the tracker, appends every
+//! change to the store's presence journal (so a restart neither loses transitions nor re-announces
 //! resources that stayed online), numbers the resulting events and hands them to the fan-out.
 //! At each login it opens a snapshot; the connection's `SnapshotDone` closes it, and resources the
 //! snapshot did not confirm are reported offline (`source: "resync"`).
@@ -17,13 +17,14 @@ use super::tracker::{Outcome, StoreOp, Tracker};
 use crate::config::{PresenceSettings, SnapshotMode};
 use crate::events::fanout::Fanout;
 use crate::events::{now_millis, PresenceEvent};
-use crate::store::{SeqAllocator, Store, StoreError};
+use crate::store::{PresenceJournal, SeqAllocator, Store, StoreError};
 use crate::xmpp::connection::ConnectionEvent;
 
 pub struct PresenceService {
     tracker: Tracker,
     privileges: Privileges,
     store: Store,
+    journal: PresenceJournal,
     seq: SeqAllocator,
     fanout: Fanout,
     component_jid: String,
@@ -53,7 +54,8 @@ impl PresenceService {
         fanout: Fanout,
         component_jid: &str,
     ) -> Result<Self, StoreError> {
-        let table = store.load_presence()?;
+        let mut journal = store.presence_journal()?;
+        let table = journal.load()?;
         info!(
             resources = table.len(),
             "presence table restored from the store"
@@ -62,6 +64,7 @@ impl PresenceService {
             tracker: Tracker::restore(settings.changes, table),
             privileges: Privileges::default(),
             seq: store.seq_allocator()?,
+            journal,
             store,
             fanout,
             component_jid: component_jid.to_owned(),
@@ -123,10 +126,15 @@ impl PresenceService {
             self.pending_events.clear();
         }
         if !self.pending_ops.is_empty() {
-            if let Err(e) = self.store.apply_presence(&self.pending_ops) {
+            if let Err(e) = self.journal.append(&self.pending_ops) {
                 error!(error = %e, "cannot persist presence changes; the table on disk is stale until the next snapshot");
             }
             self.pending_ops.clear();
+            if self.journal.wants_compaction(self.tracker.len()) {
+                if let Err(e) = self.journal.compact(self.tracker.iter()) {
+                    error!(error = %e, "cannot compact the presence journal; it keeps growing until the next try");
+                }
+            }
         }
     }
 

@@ -2,8 +2,9 @@
 //!
 //! Trees:
 //! - `meta`: `schema` (u32 BE) and `seq_ceiling` (u64 BE), see [`SeqAllocator`].
-//! - `presence`: full JID → [`ResourceState`] (compact JSON tuple). Written through on every change
-//!   the tracker reports, so a restart resumes from the table as it was.
+//! - `presence_journal`: the presence table as a journal of table changes, see
+//!   [`PresenceJournal`]. Every change the tracker reports is appended, one record per group
+//!   commit, so a restart resumes from the table as it was.
 //!
 //! Durability: sled buffers writes in memory and flushes its log every `store.flush_interval`
 //! (group commit) and on [`Store::flush`] (graceful shutdown). A crash of herald or a power cut
@@ -18,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::presence::tracker::{ResourceState, StoreOp};
 
 /// Bumped when the on-disk layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// Sequence numbers are reserved on disk in blocks of this size: one synchronous flush per block
 /// instead of one per event. A crash skips the rest of the block (a gap, never a reuse); a
@@ -26,6 +27,9 @@ pub const SCHEMA_VERSION: u32 = 2;
 const SEQ_BLOCK: u64 = 65_536;
 
 const KEY_SCHEMA: &[u8] = b"schema";
+/// Schema 2 kept one record per online resource in this tree; schema 3 keeps a journal.
+const TREE_PRESENCE_V2: &str = "presence";
+const TREE_PRESENCE_JOURNAL: &str = "presence_journal";
 const KEY_SEQ_CEILING: &[u8] = b"seq_ceiling";
 
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +51,7 @@ pub enum StoreError {
 pub struct Store {
     db: sled::Db,
     meta: sled::Tree,
-    presence: sled::Tree,
+    journal: sled::Tree,
 }
 
 impl Store {
@@ -67,22 +71,50 @@ impl Store {
                 source,
             })?;
         let meta = db.open_tree("meta")?;
-        let presence = db.open_tree("presence")?;
-        match meta.get(KEY_SCHEMA)? {
+        let journal = db.open_tree(TREE_PRESENCE_JOURNAL)?;
+        let store = Store { db, meta, journal };
+        match store.meta.get(KEY_SCHEMA)? {
             None => {
-                meta.insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+                store
+                    .meta
+                    .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
             }
             Some(v) => {
                 let found = decode_u32(&v).ok_or_else(|| StoreError::Corrupt {
                     key: "meta/schema".into(),
                     reason: format!("{} bytes", v.len()),
                 })?;
-                if found != SCHEMA_VERSION {
-                    return Err(StoreError::Schema { found });
+                match found {
+                    SCHEMA_VERSION => {}
+                    2 => store.migrate_from_v2()?,
+                    _ => return Err(StoreError::Schema { found }),
                 }
             }
         }
-        Ok(Store { db, meta, presence })
+        Ok(store)
+    }
+
+    /// Schema 2 → 3: the per-resource presence records become the journal's first snapshot.
+    /// The queues kept their layout.
+    fn migrate_from_v2(&self) -> Result<(), StoreError> {
+        let old = self.db.open_tree(TREE_PRESENCE_V2)?;
+        let mut table = Vec::with_capacity(old.len());
+        for item in old.iter() {
+            let (k, v) = item?;
+            let jid = String::from_utf8_lossy(&k).into_owned();
+            match decode_state_v2(&v) {
+                Some(state) => table.push((jid, state)),
+                None => tracing::warn!(jid = %jid, "store: skipping a corrupt presence record"),
+            }
+        }
+        let mut journal = self.presence_journal()?;
+        journal.compact(table.iter().map(|(jid, state)| (jid.clone(), state)))?;
+        self.db.drop_tree(TREE_PRESENCE_V2)?;
+        self.meta
+            .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        tracing::info!(resources = table.len(), "store upgraded from schema 2 to 3");
+        Ok(())
     }
 
     /// Forces everything written so far to disk.
@@ -97,48 +129,22 @@ impl Store {
         Ok(())
     }
 
-    /// The persisted presence table. A corrupt record is reported and skipped, never fatal:
-    /// the next snapshot from the server repairs the table.
-    pub fn load_presence(&self) -> Result<Vec<(String, ResourceState)>, StoreError> {
-        let mut out = Vec::with_capacity(self.presence.len());
-        for item in self.presence.iter() {
-            let (k, v) = item?;
-            let jid = String::from_utf8_lossy(&k).into_owned();
-            match decode_state(&v) {
-                Some(state) => out.push((jid, state)),
-                None => tracing::warn!(jid = %jid, "store: skipping a corrupt presence record"),
-            }
-        }
-        Ok(out)
-    }
-
-    /// Applies table changes in one batch (group commit of a burst of presences).
-    pub fn apply_presence(&self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
-        let mut any = false;
-        for op in ops {
-            match op {
-                StoreOp::Nothing => continue,
-                StoreOp::Put(jid, state) => batch.insert(jid.as_bytes(), encode_state(state)),
-                StoreOp::Delete(jid) => batch.remove(jid.as_bytes()),
-            }
-            any = true;
-        }
-        if any {
-            self.presence.apply_batch(batch)?;
-        }
-        Ok(())
-    }
-
-    pub fn put_presence(&self, full_jid: &str, state: &ResourceState) -> Result<(), StoreError> {
-        self.presence
-            .insert(full_jid.as_bytes(), encode_state(state))?;
-        Ok(())
-    }
-
-    pub fn delete_presence(&self, full_jid: &str) -> Result<(), StoreError> {
-        self.presence.remove(full_jid.as_bytes())?;
-        Ok(())
+    /// The presence journal (one writer: the presence service).
+    pub fn presence_journal(&self) -> Result<PresenceJournal, StoreError> {
+        let next_key = match self.journal.last()? {
+            Some((k, _)) => decode_u64(&k)
+                .ok_or_else(|| StoreError::Corrupt {
+                    key: "presence_journal".into(),
+                    reason: format!("key of {} bytes", k.len()),
+                })?
+                .saturating_add(1),
+            None => 0,
+        };
+        Ok(PresenceJournal {
+            tree: self.journal.clone(),
+            next_key,
+            ops_since_compaction: 0,
+        })
     }
 
     /// A sequence allocator that resumes above every number handed out before.
@@ -193,21 +199,209 @@ impl SeqAllocator {
     }
 }
 
-/// On disk: `[show, status, priority, since_ms]` as JSON (texts may need unescaping, so owned).
+/// The presence table, persisted as a journal: records keyed by a counter (u64 BE), each the
+/// table changes of one group commit, in order. Replaying every record in key order rebuilds
+/// the table. When the journal holds many more changes than the table has resources, it is
+/// compacted: the whole table is written as a few records of puts, and every older record is
+/// removed, in one atomic batch.
+///
+/// One record per group commit instead of one per resource keeps the cost per change low (sled's
+/// cost is per record) and keeps sled's memory small: no index entry per online resource.
+///
+/// A change is encoded as `P` · JID · show · status · priority (i8) · since_ms (i64 BE), or `D` ·
+/// JID; texts are a u16 BE length then UTF-8, and an absent show or status has length `0xFFFF`.
+pub struct PresenceJournal {
+    tree: sled::Tree,
+    next_key: u64,
+    ops_since_compaction: usize,
+}
+
+/// A compaction is due when the journal holds more changes than this many…
+const COMPACT_MIN_OPS: usize = 50_000;
+/// …and more than this many times the table's size.
+const COMPACT_FACTOR: usize = 2;
+/// Compacted records are cut at about this size.
+const COMPACT_RECORD_BYTES: usize = 32 * 1024;
+const ABSENT: u16 = u16::MAX;
+
+impl PresenceJournal {
+    /// Replays the journal: the table as it was persisted. A corrupt record is reported and
+    /// skipped, never fatal: the next snapshot from the server repairs the table.
+    pub fn load(&mut self) -> Result<Vec<(String, ResourceState)>, StoreError> {
+        let mut table: std::collections::HashMap<String, ResourceState> =
+            std::collections::HashMap::new();
+        let mut ops = 0;
+        for item in self.tree.iter() {
+            let (k, v) = item?;
+            let mut changes = Vec::new();
+            if decode_ops(&v, &mut changes).is_none() {
+                tracing::warn!(record = ?decode_u64(&k), "store: skipping a corrupt presence journal record");
+                continue;
+            }
+            ops += changes.len();
+            for op in changes {
+                match op {
+                    StoreOp::Put(jid, state) => {
+                        table.insert(jid, state);
+                    }
+                    StoreOp::Delete(jid) => {
+                        table.remove(&jid);
+                    }
+                    StoreOp::Nothing => {}
+                }
+            }
+        }
+        self.ops_since_compaction = ops;
+        Ok(table.into_iter().collect())
+    }
+
+    /// Appends one group commit's table changes as one record.
+    pub fn append(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
+        let mut record = Vec::with_capacity(ops.len() * 64);
+        let mut n = 0;
+        for op in ops {
+            if encode_op(&mut record, op) {
+                n += 1;
+            }
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        self.tree.insert(self.next_key.to_be_bytes(), record)?;
+        self.next_key += 1;
+        self.ops_since_compaction += n;
+        Ok(())
+    }
+
+    /// Whether the journal has grown enough, against a table of `table_len` resources, for
+    /// [`PresenceJournal::compact`] to be worth it.
+    pub fn wants_compaction(&self, table_len: usize) -> bool {
+        self.ops_since_compaction > COMPACT_MIN_OPS.max(COMPACT_FACTOR * table_len)
+    }
+
+    /// Replaces the whole journal with `table` (every online resource), atomically.
+    pub fn compact<'a>(
+        &mut self,
+        table: impl Iterator<Item = (String, &'a ResourceState)>,
+    ) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for key in self.tree.iter().keys() {
+            batch.remove(key?);
+        }
+        let mut record = Vec::with_capacity(COMPACT_RECORD_BYTES + 1024);
+        let mut put = |record: &mut Vec<u8>, next_key: &mut u64| {
+            batch.insert(&next_key.to_be_bytes(), std::mem::take(record));
+            *next_key += 1;
+        };
+        let mut written = 0;
+        for (jid, state) in table {
+            encode_put(&mut record, &jid, state);
+            written += 1;
+            if record.len() >= COMPACT_RECORD_BYTES {
+                put(&mut record, &mut self.next_key);
+            }
+        }
+        if !record.is_empty() {
+            put(&mut record, &mut self.next_key);
+        }
+        if let Err(e) = self.tree.apply_batch(batch) {
+            // Nothing was applied; try again once as many changes have come in.
+            self.ops_since_compaction = 0;
+            return Err(e.into());
+        }
+        self.ops_since_compaction = written;
+        Ok(())
+    }
+}
+
+/// Appends `op`; false for [`StoreOp::Nothing`].
+fn encode_op(out: &mut Vec<u8>, op: &StoreOp) -> bool {
+    match op {
+        StoreOp::Nothing => false,
+        StoreOp::Put(jid, state) => {
+            encode_put(out, jid, state);
+            true
+        }
+        StoreOp::Delete(jid) => {
+            out.push(b'D');
+            encode_text(out, Some(jid));
+            true
+        }
+    }
+}
+
+fn encode_put(out: &mut Vec<u8>, jid: &str, state: &ResourceState) {
+    out.push(b'P');
+    encode_text(out, Some(jid));
+    encode_text(out, state.show.as_deref());
+    encode_text(out, state.status.as_deref());
+    out.push(state.priority as u8);
+    out.extend_from_slice(&state.since_ms.to_be_bytes());
+}
+
+/// Texts longer than 65 534 bytes are cut at a character boundary (no JID or status is that long
+/// in practice; servers limit stanza sizes well below).
+fn encode_text(out: &mut Vec<u8>, text: Option<&str>) {
+    let Some(text) = text else {
+        out.extend_from_slice(&ABSENT.to_be_bytes());
+        return;
+    };
+    let mut end = text.len().min(usize::from(ABSENT - 1));
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    out.extend_from_slice(&(end as u16).to_be_bytes());
+    out.extend_from_slice(&text.as_bytes()[..end]);
+}
+
+/// Decodes a whole record into `out`; `None` if it is corrupt.
+fn decode_ops(mut bytes: &[u8], out: &mut Vec<StoreOp>) -> Option<()> {
+    while let Some((&tag, rest)) = bytes.split_first() {
+        bytes = rest;
+        let jid = decode_text(&mut bytes)??;
+        match tag {
+            b'D' => out.push(StoreOp::Delete(jid)),
+            b'P' => {
+                let show = decode_text(&mut bytes)?.map(Into::into);
+                let status = decode_text(&mut bytes)?.map(Into::into);
+                let (&priority, rest) = bytes.split_first()?;
+                let since: [u8; 8] = rest.get(..8)?.try_into().ok()?;
+                bytes = &rest[8..];
+                out.push(StoreOp::Put(
+                    jid,
+                    ResourceState {
+                        show,
+                        status,
+                        priority: priority as i8,
+                        since_ms: i64::from_be_bytes(since),
+                    },
+                ));
+            }
+            _ => return None,
+        }
+    }
+    Some(())
+}
+
+/// `Some(None)`: an absent text; `None`: corrupt.
+fn decode_text(bytes: &mut &[u8]) -> Option<Option<String>> {
+    let len: [u8; 2] = bytes.get(..2)?.try_into().ok()?;
+    let len = u16::from_be_bytes(len);
+    *bytes = &bytes[2..];
+    if len == ABSENT {
+        return Some(None);
+    }
+    let text = bytes.get(..usize::from(len))?;
+    let text = std::str::from_utf8(text).ok()?.to_owned();
+    *bytes = &bytes[usize::from(len)..];
+    Some(Some(text))
+}
+
+/// Schema 2's presence record: `[show, status, priority, since_ms]` as JSON.
 #[derive(Serialize, Deserialize)]
 struct StoredState(Option<String>, Option<String>, i8, i64);
 
-fn encode_state(s: &ResourceState) -> Vec<u8> {
-    let stored = (
-        s.show.as_deref(),
-        s.status.as_deref(),
-        s.priority,
-        s.since_ms,
-    );
-    serde_json::to_vec(&stored).unwrap_or_default()
-}
-
-fn decode_state(bytes: &[u8]) -> Option<ResourceState> {
+fn decode_state_v2(bytes: &[u8]) -> Option<ResourceState> {
     let StoredState(show, status, priority, since_ms) = serde_json::from_slice(bytes).ok()?;
     Some(ResourceState {
         show: show.map(Into::into),
@@ -233,27 +427,128 @@ mod tests {
         Store::open(dir, 100, 1 << 20).unwrap()
     }
 
+    fn state(
+        show: Option<&str>,
+        status: Option<&str>,
+        priority: i8,
+        since_ms: i64,
+    ) -> ResourceState {
+        ResourceState {
+            show: show.map(Into::into),
+            status: status.map(Into::into),
+            priority,
+            since_ms,
+        }
+    }
+
+    fn sorted(mut v: Vec<(String, ResourceState)>) -> Vec<(String, ResourceState)> {
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
     #[test]
     fn presence_round_trips_through_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let state = ResourceState {
-            show: Some("away".into()),
-            status: Some("brb \"quoted\"".into()),
-            priority: -3,
-            since_ms: 1234,
-        };
+        let away = state(Some("away"), Some("brb \"quoted\" \u{1F3AE}"), -3, 1234);
+        let plain = state(None, None, 0, -1);
         {
             let s = open(dir.path());
-            s.put_presence("alice@example.org/phone", &state).unwrap();
-            s.put_presence("bob@example.org/pc", &state).unwrap();
-            s.delete_presence("bob@example.org/pc").unwrap();
+            let mut j = s.presence_journal().unwrap();
+            j.append(&[
+                StoreOp::Put("alice@example.org/phone".into(), away.clone()),
+                StoreOp::Put("bob@example.org/pc".into(), away.clone()),
+                StoreOp::Nothing,
+            ])
+            .unwrap();
+            j.append(&[StoreOp::Delete("bob@example.org/pc".into())])
+                .unwrap();
+            j.append(&[StoreOp::Put("carol@example.org".into(), plain.clone())])
+                .unwrap();
             s.db.flush().unwrap();
         }
         let s = open(dir.path());
         assert_eq!(
-            s.load_presence().unwrap(),
-            vec![("alice@example.org/phone".to_string(), state)]
+            sorted(s.presence_journal().unwrap().load().unwrap()),
+            vec![
+                ("alice@example.org/phone".to_string(), away),
+                ("carol@example.org".to_string(), plain),
+            ]
         );
+    }
+
+    #[test]
+    fn compaction_keeps_the_table_and_shrinks_the_journal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let mut j = s.presence_journal().unwrap();
+        // 3 000 resources come and go many times; 1 000 stay.
+        for round in 0..40 {
+            let ops: Vec<StoreOp> = (0..3_000)
+                .map(|i| {
+                    let jid = format!("u{i}@example.org/r");
+                    if round % 2 == 1 && i >= 1_000 {
+                        StoreOp::Delete(jid)
+                    } else {
+                        StoreOp::Put(jid, state(None, Some("s"), 0, round))
+                    }
+                })
+                .collect();
+            j.append(&ops).unwrap();
+        }
+        let before = s.journal.len();
+        let table = j.load().unwrap();
+        assert_eq!(table.len(), 1_000);
+        assert!(j.wants_compaction(table.len()));
+        j.compact(table.iter().map(|(jid, st)| (jid.clone(), st)))
+            .unwrap();
+        assert!(!j.wants_compaction(table.len()));
+        assert!(
+            s.journal.len() < before,
+            "{} records after, {before} before",
+            s.journal.len()
+        );
+        // Appends after a compaction come after it.
+        j.append(&[StoreOp::Delete("u0@example.org/r".into())])
+            .unwrap();
+        drop(j);
+        let reopened = s.presence_journal().unwrap().load().unwrap();
+        let mut expected = table.clone();
+        expected.retain(|(jid, _)| jid != "u0@example.org/r");
+        assert_eq!(sorted(reopened), sorted(expected));
+    }
+
+    #[test]
+    fn a_schema_2_store_is_upgraded_with_its_table() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            db.open_tree("meta")
+                .unwrap()
+                .insert(KEY_SCHEMA, &2u32.to_be_bytes())
+                .unwrap();
+            let old = db.open_tree(TREE_PRESENCE_V2).unwrap();
+            old.insert("a@x/1", &br#"["dnd","busy",5,77]"#[..]).unwrap();
+            old.insert("b@x/2", &br#"[null,null,0,78]"#[..]).unwrap();
+            old.insert("c@x/3", &b"garbage"[..]).unwrap();
+            db.flush().unwrap();
+        }
+        let s = open(dir.path());
+        assert_eq!(
+            sorted(s.presence_journal().unwrap().load().unwrap()),
+            vec![
+                ("a@x/1".to_string(), state(Some("dnd"), Some("busy"), 5, 77)),
+                ("b@x/2".to_string(), state(None, None, 0, 78)),
+            ]
+        );
+        assert!(!s
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| &n[..] == TREE_PRESENCE_V2.as_bytes()));
+        drop(s);
+        // And it stays upgraded.
+        let s = open(dir.path());
+        assert_eq!(s.presence_journal().unwrap().load().unwrap().len(), 2);
     }
 
     #[test]
@@ -285,8 +580,14 @@ mod tests {
     fn corrupt_presence_records_are_skipped() {
         let dir = tempfile::tempdir().unwrap();
         let s = open(dir.path());
-        s.presence.insert(b"x@y/z", &b"not json"[..]).unwrap();
-        assert!(s.load_presence().unwrap().is_empty());
+        let mut j = s.presence_journal().unwrap();
+        j.append(&[StoreOp::Put("a@x/1".into(), state(None, None, 0, 1))])
+            .unwrap();
+        s.journal
+            .insert(5u64.to_be_bytes(), &b"Pnot a record"[..])
+            .unwrap();
+        let table = s.presence_journal().unwrap().load().unwrap();
+        assert_eq!(table, vec![("a@x/1".to_string(), state(None, None, 0, 1))]);
     }
 
     #[test]

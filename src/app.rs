@@ -27,8 +27,8 @@ use crate::xmpp::{IqTracker, XmppHandle};
 
 /// Capacity of the outbound stanza queue (all producers → connection task).
 const OUTBOUND_CAPACITY: usize = 4096;
-/// Capacity of the connection → presence service queue.
-const EVENTS_CAPACITY: usize = 8192;
+/// Capacity of the connection → presence service queue, in bursts of up to 256 events.
+const EVENTS_CAPACITY: usize = 64;
 /// How long each shutdown stage may take before herald stops waiting for it.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -42,6 +42,29 @@ pub enum RunError {
     Task(String),
     #[error("cannot set up a sink: {0}")]
     Sink(String),
+    #[error("cannot start the presence service's thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Runs the presence service on a thread of its own, with a single-threaded runtime for its
+/// timer. It does synchronous store writes, and on its own thread it works side by side with
+/// the connection's reader instead of taking turns with it on one runtime worker. The returned
+/// receiver completes when the service has stopped (after its final flush).
+fn spawn_presence_thread(
+    service: PresenceService,
+    events: mpsc::Receiver<Vec<crate::xmpp::connection::ConnectionEvent>>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("herald-presence".into())
+        .spawn(move || {
+            runtime.block_on(service.run(events));
+            let _ = done.send(());
+        })?;
+    Ok(stopped)
 }
 
 /// Runs herald until `shutdown` completes (then shuts down gracefully) or a fatal error occurs.
@@ -102,7 +125,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         PresenceService::new(store.clone(), &settings.presence, Fanout::new(lanes), &jid)?;
     let (ev_tx, ev_rx) = mpsc::channel(EVENTS_CAPACITY);
     let reader_stop = CancellationToken::new();
-    let mut presence = tokio::spawn(service.run(ev_rx));
+    let presence = spawn_presence_thread(service, ev_rx).map_err(RunError::Thread)?;
     let mut conn = tokio::spawn(connection::run(
         settings.component.clone(),
         iq_tracker,
@@ -118,12 +141,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     };
     info!("shutting down");
     reader_stop.cancel();
-    if tokio::time::timeout(STAGE_DEADLINE, &mut presence)
+    if tokio::time::timeout(STAGE_DEADLINE, presence)
         .await
         .is_err()
     {
         error!("the presence service did not stop within the shutdown deadline");
-        presence.abort();
     }
     workers_stop.cancel();
     let workers_done = async { while workers.join_next().await.is_some() {} };

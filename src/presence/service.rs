@@ -84,7 +84,7 @@ impl PresenceService {
     /// Group commit: after each event it takes whatever else is already queued (up to
     /// [`COMMIT_MAX`]), then persists the resulting events and table changes in one batch per
     /// tree before waking the sinks. A quiet stream commits after every event.
-    pub async fn run(mut self, mut events: mpsc::Receiver<ConnectionEvent>) {
+    pub async fn run(mut self, mut events: mpsc::Receiver<Vec<ConnectionEvent>>) {
         loop {
             let deadline = self.snapshot_deadline;
             let event = tokio::select! {
@@ -96,11 +96,11 @@ impl PresenceService {
                     continue;
                 }
             };
-            let Some(event) = event else { break };
-            self.handle(event).await;
+            let Some(burst) = event else { break };
+            self.handle_all(burst).await;
             while self.pending_events.len() + self.pending_ops.len() < COMMIT_MAX {
                 match events.try_recv() {
-                    Ok(event) => self.handle(event).await,
+                    Ok(burst) => self.handle_all(burst).await,
                     Err(_) => break,
                 }
             }
@@ -135,6 +135,12 @@ impl PresenceService {
                     error!(error = %e, "cannot compact the presence journal; it keeps growing until the next try");
                 }
             }
+        }
+    }
+
+    async fn handle_all(&mut self, burst: Vec<ConnectionEvent>) {
+        for event in burst {
+            self.handle(event).await;
         }
     }
 

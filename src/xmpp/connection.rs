@@ -27,7 +27,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{FutureExt, SinkExt, StreamExt};
 use minidom::Element;
 use tokio::io::{
     AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
@@ -64,6 +64,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 const WRITE_BATCH: usize = 512;
 /// The writer's buffer: small stanzas are gathered into writes of up to this size.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// Most stanzas handed to the presence service in one burst.
+const BURST_MAX: usize = 256;
 const SNAPSHOT_ID_PREFIX: &str = "herald-snapshot-";
 const KEEPALIVE_ID_PREFIX: &str = "herald-keepalive-";
 const SERVER_INFO_ID_PREFIX: &str = "herald-serverinfo-";
@@ -127,7 +129,7 @@ pub async fn run(
     settings: ComponentSettings,
     tracker: IqTracker,
     outbound: Outbound,
-    events: mpsc::Sender<ConnectionEvent>,
+    events: mpsc::Sender<Vec<ConnectionEvent>>,
     shutdown: CancellationToken,
 ) -> Result<(), ConnectionError> {
     // Each connection's writer task holds the lock while it runs; the queue outlives connections,
@@ -159,6 +161,7 @@ pub async fn run(
                     writer,
                     tracker: &tracker,
                     events: &mut events,
+                    pending: Vec::new(),
                     epoch,
                     server_domain: parent_domain(&jid),
                     counter: 0,
@@ -169,7 +172,7 @@ pub async fn run(
                 drop(session);
                 tracker.fail_all(IqError::Disconnected);
                 if let Some(tx) = events.as_ref() {
-                    let _ = tx.send(ConnectionEvent::Down).await;
+                    let _ = tx.send(vec![ConnectionEvent::Down]).await;
                 }
                 match end {
                     SessionEnd::Shutdown => return Ok(()),
@@ -311,7 +314,9 @@ struct Session<'a> {
     control: Option<mpsc::UnboundedSender<Bytes>>,
     writer: JoinHandle<io::Result<()>>,
     tracker: &'a IqTracker,
-    events: &'a mut Option<mpsc::Sender<ConnectionEvent>>,
+    events: &'a mut Option<mpsc::Sender<Vec<ConnectionEvent>>>,
+    /// Events read but not yet handed to the presence service.
+    pending: Vec<ConnectionEvent>,
     epoch: u64,
     /// Where keepalive pings go: the advertising server, else the component's parent domain.
     server_domain: String,
@@ -332,7 +337,8 @@ impl Drop for Session<'_> {
 
 impl Session<'_> {
     async fn run(&mut self, shutdown: &CancellationToken) -> SessionEnd {
-        if let Err(end) = self.emit(ConnectionEvent::Up { epoch: self.epoch }).await {
+        self.emit(ConnectionEvent::Up { epoch: self.epoch });
+        if let Err(end) = self.flush_events().await {
             return end;
         }
         let mut keepalive = tokio::time::interval(self.settings.keepalive);
@@ -345,20 +351,21 @@ impl Session<'_> {
                 biased;
                 _ = shutdown.cancelled() => return self.drain_and_close().await,
                 ended = &mut self.writer => return SessionEnd::Lost(writer_ended(ended)),
-                read = self.stream.next() => match read {
-                    Some(Ok(el)) => self.handle(el).await,
-                    Some(Err(ReadError::SoftTimeout)) => {
-                        debug!("stream silent for read_timeout; pinging the server");
-                        self.keepalive()
+                read = self.stream.next() => {
+                    // Whatever else is already buffered goes to the presence service in the
+                    // same burst: one hand-over per burst instead of one per stanza.
+                    let mut step = self.on_read(read);
+                    let mut n = 1;
+                    while step.is_ok() && n < BURST_MAX {
+                        let Some(read) = self.stream.next().now_or_never() else {
+                            break;
+                        };
+                        step = self.on_read(read);
+                        n += 1;
                     }
-                    Some(Err(ReadError::ParseError(e))) => {
-                        warn!(error = %e, "skipping an element herald could not parse");
-                        Ok(())
-                    }
-                    Some(Err(ReadError::StreamFooterReceived)) => Err(SessionEnd::Lost("the server closed the stream".into())),
-                    Some(Err(ReadError::HardError(e))) => Err(SessionEnd::Lost(e.to_string())),
-                    None => Err(SessionEnd::Lost("end of stream".into())),
-                },
+                    let flushed = self.flush_events().await;
+                    step.and(flushed)
+                }
                 _ = keepalive.tick() => self.keepalive(),
                 _ = &mut advert_deadline, if !self.advertised => {
                     self.advertised = true;
@@ -372,8 +379,28 @@ impl Session<'_> {
         }
     }
 
+    /// Acts on one read from the stream.
+    fn on_read(&mut self, read: Option<Result<Element, ReadError>>) -> Result<(), SessionEnd> {
+        match read {
+            Some(Ok(el)) => self.handle(el),
+            Some(Err(ReadError::SoftTimeout)) => {
+                debug!("stream silent for read_timeout; pinging the server");
+                self.keepalive()
+            }
+            Some(Err(ReadError::ParseError(e))) => {
+                warn!(error = %e, "skipping an element herald could not parse");
+                Ok(())
+            }
+            Some(Err(ReadError::StreamFooterReceived)) => {
+                Err(SessionEnd::Lost("the server closed the stream".into()))
+            }
+            Some(Err(ReadError::HardError(e))) => Err(SessionEnd::Lost(e.to_string())),
+            None => Err(SessionEnd::Lost("end of stream".into())),
+        }
+    }
+
     /// Dispatches one inbound element.
-    async fn handle(&mut self, el: Element) -> Result<(), SessionEnd> {
+    fn handle(&mut self, el: Element) -> Result<(), SessionEnd> {
         match classify(&el) {
             Inbound::ForwardedPresence {
                 from,
@@ -385,8 +412,8 @@ impl Session<'_> {
                     from,
                     update,
                     delayed,
-                })
-                .await
+                });
+                Ok(())
             }
             Inbound::IqResponse { id } => {
                 if id.starts_with(SNAPSHOT_ID_PREFIX) {
@@ -395,15 +422,15 @@ impl Session<'_> {
                     if self.last_snapshot_ping.as_deref() == Some(id) {
                         self.last_snapshot_ping = None;
                         let epoch = self.epoch;
-                        return self.emit(ConnectionEvent::SnapshotDone { epoch }).await;
+                        self.emit(ConnectionEvent::SnapshotDone { epoch });
                     }
                     return Ok(());
                 }
                 if id.starts_with(SERVER_INFO_ID_PREFIX) {
                     return match server_software(&el) {
                         Some((domain, name)) => {
-                            self.emit(ConnectionEvent::ServerSoftware { domain, name })
-                                .await
+                            self.emit(ConnectionEvent::ServerSoftware { domain, name });
+                            Ok(())
                         }
                         None => Ok(()),
                     };
@@ -434,7 +461,7 @@ impl Session<'_> {
                 let id = format!("{SNAPSHOT_ID_PREFIX}{}-{n}", self.epoch);
                 let snapshot_ping = stanza::ping(&id, self.settings.jid.as_str(), &adv.server);
                 self.last_snapshot_ping = Some(id);
-                self.emit(ConnectionEvent::Privileges(adv)).await?;
+                self.emit(ConnectionEvent::Privileges(adv));
                 self.write(&snapshot_ping)
             }
             Inbound::BadPrivileges(e) => {
@@ -452,13 +479,24 @@ impl Session<'_> {
         }
     }
 
-    /// Sends an event to the presence service. When its queue is full, reading pauses (TCP
+    /// Adds an event to the burst for the presence service ([`Session::flush_events`]).
+    fn emit(&mut self, event: ConnectionEvent) {
+        if self.events.is_some() {
+            self.pending.push(event);
+        }
+    }
+
+    /// Hands the burst to the presence service. When its queue is full, reading pauses (TCP
     /// pushes back on the server); the writer goes on, so the two directions cannot deadlock.
-    async fn emit(&mut self, event: ConnectionEvent) -> Result<(), SessionEnd> {
+    async fn flush_events(&mut self) -> Result<(), SessionEnd> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let burst = std::mem::take(&mut self.pending);
         let Some(tx) = self.events.as_ref() else {
             return Ok(());
         };
-        if tx.send(event).await.is_err() {
+        if tx.send(burst).await.is_err() {
             *self.events = None;
         }
         Ok(())

@@ -35,7 +35,7 @@
 //! 5. Attribution (heap only): herald's `Tracker` alone and the sled presence journal alone, each
 //!    loaded with the memory phase's resources.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fmt::Write as _;
@@ -91,10 +91,13 @@ fn count(delta: i64) {
     }
 }
 
-// SAFETY: every call is forwarded to `System` unchanged; only counters are updated around it.
+/// The allocator the `herald` binary uses (`src/main.rs`).
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// SAFETY: every call is forwarded to `INNER` unchanged; only counters are updated around it.
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc(layout) };
+        let p = unsafe { INNER.alloc(layout) };
         if !p.is_null() {
             count(layout.size() as i64);
         }
@@ -102,7 +105,7 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        let p = unsafe { System.alloc_zeroed(layout) };
+        let p = unsafe { INNER.alloc_zeroed(layout) };
         if !p.is_null() {
             count(layout.size() as i64);
         }
@@ -111,11 +114,11 @@ unsafe impl GlobalAlloc for CountingAlloc {
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         count(-(layout.size() as i64));
-        unsafe { System.dealloc(ptr, layout) }
+        unsafe { INNER.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        let p = unsafe { INNER.realloc(ptr, layout, new_size) };
         if !p.is_null() {
             count(new_size as i64 - layout.size() as i64);
         }

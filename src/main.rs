@@ -6,6 +6,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use herald::telemetry::{self, LogFormat};
 
+/// mimalloc: herald allocates and frees small objects on several threads at high rates; mimalloc
+/// does that faster than glibc's malloc and gives freed memory back instead of fragmenting.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "herald",

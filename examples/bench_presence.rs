@@ -29,9 +29,10 @@
 //!    stanza is a change and yields exactly one event message), timed from the first byte of load
 //!    written to the receipt of the last event message. The memory phase's resources stay online.
 //! 4. Parse only: the same stanza bytes, preceded by a stream header, parsed from memory by the
-//!    parser herald's connection task uses (tokio-xmpp `XmlStream<BufStream<_>, minidom::Element>`
-//!    set up with `initiate_stream` + `skip_features`, exactly as `login()` does). One untimed
-//!    pass, then three timed passes; the median is reported and used for the ratio.
+//!    parser herald's connection task uses (tokio-xmpp `XmlStream<BufStream<_>, Stanza>` set up
+//!    with `initiate_stream` + `skip_features`, as `login()` does). One untimed pass, then three
+//!    timed passes; the median is reported and used for the ratio. The same is then done into a
+//!    minidom `Element` per stanza, for reference.
 //! 5. Attribution (heap only): herald's `Tracker` alone and the sled presence journal alone, each
 //!    loaded with the memory phase's resources.
 
@@ -57,6 +58,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_xmpp::xmlstream::{initiate_stream, StreamHeader, Timeouts, XmlStream};
 
 use herald::presence::tracker::{Changes, ResourceState, StoreOp, Tracker, Update};
+use herald::xmpp::inbound::Stanza;
+use xso::FromXml;
 
 #[path = "support/bench_common.rs"]
 mod bench_common;
@@ -691,8 +694,12 @@ impl AsyncWrite for MemIo {
     }
 }
 
-/// Parses every stanza of `load` as herald's connection task does; returns the parse time.
-async fn parse_only(load: &Load) -> Result<Duration, String> {
+/// Parses every stanza of `load` with tokio-xmpp's `XmlStream` into `T`, from memory; returns
+/// the parse time. With `T` = [`Stanza`] this is exactly what herald's connection task does.
+async fn parse_only<T: FromXml + std::fmt::Debug>(
+    load: &Load,
+    is_presence: impl Fn(&T) -> bool,
+) -> Result<Duration, String> {
     let header = Bytes::from(format!(
         "<?xml version='1.0'?><stream:stream xmlns='{NS_COMPONENT}' \
          xmlns:stream='http://etherx.jabber.org/streams' from='{JID}' id='parse-only'>"
@@ -713,19 +720,27 @@ async fn parse_only(load: &Load) -> Result<Duration, String> {
     .await
     .map_err(|e| format!("parse-only stream setup: {e}"))?;
     let _ = pending.take_header();
-    let mut stream: XmlStream<_, Element> = pending.skip_features();
+    let mut stream: XmlStream<_, T> = pending.skip_features();
     let start = Instant::now();
     for i in 0..load.stanzas {
         match stream.next().await {
-            Some(Ok(el)) if el.name() == "presence" => {
-                std::hint::black_box(&el);
+            Some(Ok(st)) if is_presence(&st) => {
+                std::hint::black_box(&st);
             }
-            Some(Ok(el)) => return Err(format!("parse-only: stanza {i} is <{}/>", el.name())),
+            Some(Ok(st)) => return Err(format!("parse-only: stanza {i} is {st:?}")),
             Some(Err(e)) => return Err(format!("parse-only: stanza {i}: {e}")),
             None => return Err(format!("parse-only: stream ended at stanza {i}")),
         }
     }
     Ok(start.elapsed())
+}
+
+fn herald_presence(s: &Stanza) -> bool {
+    matches!(s, Stanza::Presence(_))
+}
+
+fn element_presence(el: &Element) -> bool {
+    el.name() == "presence"
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -806,6 +821,7 @@ struct Figures {
     e2e: Timing,
     e2e_cpu: f64,
     parse: Vec<Duration>,
+    parse_element: Vec<Duration>,
     resources: usize,
     mem_load_time: Duration,
     rss_base: u64,
@@ -956,13 +972,19 @@ server_user = "world"
         Err(_) => return Err("herald did not stop within 30s".into()),
     }
 
-    // 4. Parse only.
-    parse_only(&warm).await?;
+    // 4. Parse only: herald's reader (the ratio's reference), then a minidom tree per stanza.
+    parse_only(&warm, herald_presence).await?;
     let mut parse = Vec::new();
     for _ in 0..3 {
-        parse.push(parse_only(&tput).await?);
+        parse.push(parse_only(&tput, herald_presence).await?);
     }
     parse.sort();
+    parse_only(&warm, element_presence).await?;
+    let mut parse_element = Vec::new();
+    for _ in 0..3 {
+        parse_element.push(parse_only(&tput, element_presence).await?);
+    }
+    parse_element.sort();
 
     // 5. Attribution.
     let tracker_heap = tracker_heap(&mem.jids);
@@ -974,6 +996,7 @@ server_user = "world"
         e2e: t,
         e2e_cpu,
         parse,
+        parse_element,
         resources: mem.stanzas,
         mem_load_time: m.elapsed,
         rss_base,
@@ -1025,7 +1048,7 @@ fn report(args: &Args, f: &Figures) {
         verdict(e2e_rate >= 100_000.0),
     );
     row(
-        "parse only, same bytes (stanzas/s, median of 3)",
+        "parse only, herald's reader (stanzas/s, median of 3)",
         thousands(parse_rate),
         "",
         "",
@@ -1063,9 +1086,17 @@ fn report(args: &Args, f: &Figures) {
         )
     );
     println!(
-        "  parse only: passes {} (sorted); {:.2} us/stanza at the median",
+        "  parse only, herald's reader (XmlStream<_, herald::xmpp::inbound::Stanza>): passes {} (sorted); {:.2} us/stanza at the median",
         parse_all.join(", "),
         parse_median.as_secs_f64() * 1e6 / f.events as f64
+    );
+    let element_median = f.parse_element[f.parse_element.len() / 2];
+    println!(
+        "  parse only, a minidom tree per stanza (XmlStream<_, minidom::Element>): median {:.0} ms = {} stanzas/s, {:.2} us/stanza; end to end / this = {:.2}",
+        element_median.as_secs_f64() * 1e3,
+        thousands(f.events as f64 / element_median.as_secs_f64()),
+        element_median.as_secs_f64() * 1e6 / f.events as f64,
+        e2e_rate / (f.events as f64 / element_median.as_secs_f64())
     );
     println!(
         "  memory: baseline RSS {} (after warm-up, load buffers already allocated); after {} resources {} (+{}); 1 s later {}",

@@ -43,15 +43,16 @@ use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, 
 use tracing::{debug, error, info, warn};
 
 use super::disco;
+use super::inbound::Stanza;
 use super::iq_tracker::{IqError, IqTracker};
-use super::router::{classify, Inbound};
+use super::router::{classify, classify_element, classify_presence, Inbound};
 use super::stanza::{self, NS_COMPONENT};
 use crate::backoff::Backoff;
 use crate::config::ComponentSettings;
 use crate::presence::tracker::Update;
 use crate::xep::privilege::Advertisement;
 
-type Stream = XmlStream<LoginIo, Element>;
+type Stream = XmlStream<LoginIo, Stanza>;
 
 /// What the handles queue for the writer: stanzas rendered as XML text.
 pub type Outbound = mpsc::Receiver<Bytes>;
@@ -276,14 +277,14 @@ async fn login(settings: &ComponentSettings) -> Result<(Stream, OwnedWriteHalf),
         .map_err(|e| LoginError::Io(e.to_string()))?;
     loop {
         match stream.next().await {
-            Some(Ok(el)) if el.name() == "handshake" && el.ns() == NS_COMPONENT => {
+            Some(Ok(Stanza::Other(el))) if el.name() == "handshake" && el.ns() == NS_COMPONENT => {
                 let write_half = lock(&write_slot)
                     .take()
                     .ok_or_else(|| LoginError::Io("the socket's write half is gone".into()))?;
                 return Ok((stream, write_half));
             }
-            Some(Ok(el)) => {
-                return Err(match classify(&el) {
+            Some(Ok(stanza)) => {
+                return Err(match classify(&stanza) {
                     Inbound::StreamError { condition, text } => {
                         let text = text.map(|t| format!(": {t}")).unwrap_or_default();
                         if condition == "conflict" {
@@ -292,7 +293,9 @@ async fn login(settings: &ComponentSettings) -> Result<(Stream, OwnedWriteHalf),
                             LoginError::Rejected { condition, text }
                         }
                     }
-                    _ => LoginError::Io(format!("unexpected <{}/> during handshake", el.name())),
+                    _ => {
+                        LoginError::Io(format!("unexpected {} during handshake", describe(&stanza)))
+                    }
                 })
             }
             Some(Err(ReadError::SoftTimeout)) => continue,
@@ -380,7 +383,7 @@ impl Session<'_> {
     }
 
     /// Acts on one read from the stream.
-    fn on_read(&mut self, read: Option<Result<Element, ReadError>>) -> Result<(), SessionEnd> {
+    fn on_read(&mut self, read: Option<Result<Stanza, ReadError>>) -> Result<(), SessionEnd> {
         match read {
             Some(Ok(el)) => self.handle(el),
             Some(Err(ReadError::SoftTimeout)) => {
@@ -399,9 +402,30 @@ impl Session<'_> {
         }
     }
 
-    /// Dispatches one inbound element.
-    fn handle(&mut self, el: Element) -> Result<(), SessionEnd> {
-        match classify(&el) {
+    /// Dispatches one inbound stanza.
+    fn handle(&mut self, stanza: Stanza) -> Result<(), SessionEnd> {
+        let el = match stanza {
+            Stanza::Presence(p) => {
+                match classify_presence(&p) {
+                    Inbound::ForwardedPresence {
+                        from,
+                        update,
+                        delayed,
+                    } => {
+                        let from = from.to_owned();
+                        self.emit(ConnectionEvent::Presence {
+                            from,
+                            update,
+                            delayed,
+                        });
+                    }
+                    other => debug!(what = ?other, "ignoring inbound presence"),
+                }
+                return Ok(());
+            }
+            Stanza::Other(el) => el,
+        };
+        match classify_element(&el) {
             Inbound::ForwardedPresence {
                 from,
                 update,
@@ -543,11 +567,12 @@ impl Session<'_> {
                     }
                 }
                 read = self.stream.next() => match read {
-                    Some(Ok(el)) => {
-                        if let Inbound::IqResponse { .. } = classify(&el) {
+                    Some(Ok(Stanza::Other(el))) => {
+                        if let Inbound::IqResponse { .. } = classify_element(&el) {
                             self.tracker.resolve(el);
                         }
                     }
+                    Some(Ok(Stanza::Presence(_))) => {}
                     Some(Err(ReadError::SoftTimeout)) | Some(Err(ReadError::ParseError(_))) => {}
                     _ => {
                         warn!("the server closed the stream while herald was flushing");
@@ -694,6 +719,14 @@ impl AsyncWrite for LoginIo {
             Some(w) => Pin::new(w).poll_shutdown(cx),
             None => Poll::Ready(Err(write_half_gone())),
         }
+    }
+}
+
+/// `<name/>` of a stanza, for messages.
+fn describe(stanza: &Stanza) -> String {
+    match stanza {
+        Stanza::Presence(_) => "<presence/>".into(),
+        Stanza::Other(el) => format!("<{}/>", el.name()),
     }
 }
 

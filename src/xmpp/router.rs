@@ -1,11 +1,13 @@
 //! Pure classification of inbound top-level elements. No I/O, no state: the connection task asks
-//! [`classify`] what an element is and hands it to its owner.
+//! [`classify`] what a stanza is and hands it to its owner.
 
 use minidom::Element;
 
+use super::inbound::{PresenceStanza, Stanza};
+
 use crate::presence::tracker::Update;
 use crate::xep::privilege::{parse_advertisement, Advertisement, PrivilegeError};
-use crate::xmpp::stanza::{NS_COMPONENT, NS_DELAY, NS_MUC_USER, NS_STREAMS, NS_STREAM_ERRORS};
+use crate::xmpp::stanza::{NS_COMPONENT, NS_STREAMS, NS_STREAM_ERRORS};
 
 /// What an inbound element is, as far as herald cares.
 #[derive(Debug)]
@@ -35,7 +37,15 @@ pub enum Inbound<'a> {
 }
 
 /// Classifies one top-level element read from the component stream.
-pub fn classify(el: &Element) -> Inbound<'_> {
+pub fn classify(stanza: &Stanza) -> Inbound<'_> {
+    match stanza {
+        Stanza::Presence(p) => classify_presence(p),
+        Stanza::Other(el) => classify_element(el),
+    }
+}
+
+/// Classifies a top-level element that is not a `<presence/>` of the stream's namespace.
+pub fn classify_element(el: &Element) -> Inbound<'_> {
     if el.ns() == NS_STREAMS && el.name() == "error" {
         return stream_error(el);
     }
@@ -55,7 +65,6 @@ pub fn classify(el: &Element) -> Inbound<'_> {
             Some(Err(e)) => Inbound::BadPrivileges(e),
             None => Inbound::Other("message"),
         },
-        "presence" => presence(el),
         _ => Inbound::Other("unknown element"),
     }
 }
@@ -73,12 +82,13 @@ fn stream_error(el: &Element) -> Inbound<'_> {
     Inbound::StreamError { condition, text }
 }
 
-fn presence(el: &Element) -> Inbound<'_> {
-    let Some(from) = el.attr("from") else {
+/// Classifies a `<presence/>`.
+pub fn classify_presence(p: &PresenceStanza) -> Inbound<'_> {
+    let Some(from) = p.from.as_deref() else {
         return Inbound::Other("presence without from");
     };
     // MUC occupant presences also come from a full JID; they are herald's own room traffic.
-    if el.has_child("x", NS_MUC_USER) {
+    if p.muc_user {
         return Inbound::Other("muc presence");
     }
     // A forwarded presence comes from a user's full JID: node@domain/resource.
@@ -88,24 +98,17 @@ fn presence(el: &Element) -> Inbound<'_> {
     if resource.is_empty() || !bare.contains('@') {
         return Inbound::Other("presence not from a user resource");
     }
-    let update = match el.attr("type") {
+    let update = match p.kind.as_deref() {
         None | Some("available") => {
-            let show = el
-                .get_child("show", NS_COMPONENT)
-                .map(|s| s.text())
-                .filter(|s| !s.is_empty());
-            let status = el
-                .get_child("status", NS_COMPONENT)
-                .map(|s| s.text())
-                .filter(|s| !s.is_empty());
-            let priority = el
-                .get_child("priority", NS_COMPONENT)
-                .and_then(|p| p.text().trim().parse::<i8>().ok())
-                .unwrap_or(0);
+            let non_empty = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
             Update::Available {
-                show,
-                status,
-                priority,
+                show: non_empty(&p.show),
+                status: non_empty(&p.status),
+                priority: p
+                    .priority
+                    .as_deref()
+                    .and_then(|t| t.trim().parse::<i8>().ok())
+                    .unwrap_or(0),
             }
         }
         Some("unavailable") => Update::Unavailable,
@@ -115,7 +118,7 @@ fn presence(el: &Element) -> Inbound<'_> {
     Inbound::ForwardedPresence {
         from,
         update,
-        delayed: el.has_child("delay", NS_DELAY),
+        delayed: p.delayed,
     }
 }
 
@@ -123,12 +126,7 @@ fn presence(el: &Element) -> Inbound<'_> {
 mod tests {
     use super::*;
 
-    fn parse(xml: &str) -> Element {
-        // Stanzas on the stream inherit the component namespace from the stream header.
-        let wrapped = format!("<stream xmlns='jabber:component:accept'>{xml}</stream>");
-        let root: Element = wrapped.parse().unwrap();
-        root.children().next().unwrap().clone()
-    }
+    use crate::xmpp::inbound::tests::parse;
 
     #[test]
     fn prosody_snapshot_presence_is_delayed_and_available() {
@@ -194,7 +192,7 @@ mod tests {
     #[test]
     fn stream_conflict_is_recognised() {
         let el: Element = "<error xmlns='http://etherx.jabber.org/streams'><conflict xmlns='urn:ietf:params:xml:ns:xmpp-streams'/><text xmlns='urn:ietf:params:xml:ns:xmpp-streams'>Component already connected</text></error>".parse().unwrap();
-        match classify(&el) {
+        match classify(&Stanza::Other(el)) {
             Inbound::StreamError { condition, text } => {
                 assert_eq!(condition, "conflict");
                 assert_eq!(text.as_deref(), Some("Component already connected"));

@@ -220,8 +220,8 @@ pub struct PresenceJournal {
 const COMPACT_MIN_OPS: usize = 50_000;
 /// …and more than this many times the table's size.
 const COMPACT_FACTOR: usize = 2;
-/// Compacted records are cut at about this size.
-const COMPACT_RECORD_BYTES: usize = 32 * 1024;
+/// Records are cut at about this size (sled writes much larger pages as files of their own).
+const RECORD_BYTES: usize = 32 * 1024;
 const ABSENT: u16 = u16::MAX;
 
 impl PresenceJournal {
@@ -255,21 +255,29 @@ impl PresenceJournal {
         Ok(table.into_iter().collect())
     }
 
-    /// Appends one group commit's table changes as one record.
+    /// Appends one group commit's table changes, as records of up to about 32 KiB written in
+    /// one atomic batch.
     pub fn append(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let mut record = Vec::with_capacity(ops.len() * 64);
+        let mut batch = sled::Batch::default();
+        let mut record = Vec::new();
         let mut n = 0;
         for op in ops {
             if encode_op(&mut record, op) {
                 n += 1;
             }
+            if record.len() >= RECORD_BYTES {
+                batch.insert(&self.next_key.to_be_bytes(), std::mem::take(&mut record));
+                self.next_key += 1;
+            }
         }
-        if n == 0 {
-            return Ok(());
+        if !record.is_empty() {
+            batch.insert(&self.next_key.to_be_bytes(), record);
+            self.next_key += 1;
         }
-        self.tree.insert(self.next_key.to_be_bytes(), record)?;
-        self.next_key += 1;
-        self.ops_since_compaction += n;
+        if n > 0 {
+            self.tree.apply_batch(batch)?;
+            self.ops_since_compaction += n;
+        }
         Ok(())
     }
 
@@ -288,7 +296,7 @@ impl PresenceJournal {
         for key in self.tree.iter().keys() {
             batch.remove(key?);
         }
-        let mut record = Vec::with_capacity(COMPACT_RECORD_BYTES + 1024);
+        let mut record = Vec::with_capacity(RECORD_BYTES + 1024);
         let mut put = |record: &mut Vec<u8>, next_key: &mut u64| {
             batch.insert(&next_key.to_be_bytes(), std::mem::take(record));
             *next_key += 1;
@@ -297,7 +305,7 @@ impl PresenceJournal {
         for (jid, state) in table {
             encode_put(&mut record, &jid, state);
             written += 1;
-            if record.len() >= COMPACT_RECORD_BYTES {
+            if record.len() >= RECORD_BYTES {
                 put(&mut record, &mut self.next_key);
             }
         }

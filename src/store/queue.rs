@@ -1,10 +1,10 @@
 //! Per-sink queues and dead letters.
 //!
 //! Trees, for a sink named `NAME`:
-//! - `queue/NAME`: one record per group commit, keyed by its first `seq` (u64 BE, so iteration
-//!   is in `seq` order): event count (u32 BE), then per event `seq` (u64 BE) · length (u32 BE) ·
-//!   JSON text. One record per burst instead of one per event is what makes the queue cheap
-//!   (sled's cost is per record). Events only ever leave from the head, so a partly delivered
+//! - `queue/NAME`: one record per group commit (cut at 32 KiB), keyed by its first `seq` (u64 BE,
+//!   so iteration is in `seq` order): event count (u32 BE), then per event `seq` (u64 BE) ·
+//!   length (u32 BE) · JSON text. One record per burst instead of one per event is what makes the
+//!   queue cheap (sled's cost is per record). Events only ever leave from the head, so a partly delivered
 //!   record is rewritten as its remainder, keyed by the remainder's first `seq`.
 //! - `dead/NAME`: `seq` → [`DeadLetter`] record: `at_ms` (i64 BE) · reason length (u32 BE) ·
 //!   reason · the event's JSON text.
@@ -17,6 +17,9 @@ use sled::{Batch as SledBatch, IVec, Tree};
 use super::{Store, StoreError};
 
 const QUEUE_PREFIX: &str = "queue/";
+/// Records are cut at about this size: sled writes anything much larger (over a quarter of its
+/// 512 KiB log segment, counting the rest of the page) as a file of its own.
+const RECORD_BYTES: usize = 32 * 1024;
 const DEAD_PREFIX: &str = "dead/";
 
 /// One queued event: its `seq` and JSON text.
@@ -82,24 +85,37 @@ impl SinkQueue {
         self.push_many([(seq, json)])
     }
 
-    /// Appends several events, in `seq` order, as one record.
+    /// Appends several events, in `seq` order, as records of up to about [`RECORD_BYTES`], all
+    /// written in one atomic batch.
     pub fn push_many<'a>(
         &self,
         events: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) -> Result<(), StoreError> {
-        let mut record = vec![0u8; 4];
-        let mut first = None;
+        let mut batch = SledBatch::default();
+        let mut record = Vec::new();
+        let mut first = 0;
         let mut n: u32 = 0;
+        let mut close = |record: &mut Vec<u8>, first: u64, n: u32| {
+            record[..4].copy_from_slice(&n.to_be_bytes());
+            batch.insert(&first.to_be_bytes(), std::mem::take(record));
+        };
         for (seq, json) in events {
-            first.get_or_insert(seq);
+            if n == 0 {
+                record.reserve(RECORD_BYTES + 1024);
+                record.extend_from_slice(&[0; 4]);
+                first = seq;
+            }
             n += 1;
             encode_event(&mut record, seq, json);
+            if record.len() >= RECORD_BYTES {
+                close(&mut record, first, n);
+                n = 0;
+            }
         }
-        let Some(first) = first else {
-            return Ok(());
-        };
-        record[..4].copy_from_slice(&n.to_be_bytes());
-        self.queue.insert(first.to_be_bytes(), record)?;
+        if n > 0 {
+            close(&mut record, first, n);
+        }
+        self.queue.apply_batch(batch)?;
         Ok(())
     }
 
@@ -404,6 +420,23 @@ mod tests {
         assert_eq!(last[1].json, b"{\"seq\":20}");
         q.ack(&last).unwrap();
         assert_eq!(q.count(), 0);
+    }
+
+    #[test]
+    fn a_large_burst_is_cut_into_records_that_keep_the_order() {
+        let (_d, s) = store();
+        let q = s.sink_queue("hook").unwrap();
+        let json = vec![b'x'; 300];
+        q.push_many((1..=1000u64).map(|seq| (seq, json.as_slice())))
+            .unwrap();
+        let records = q.queue.len();
+        assert!((9..=11).contains(&records), "{records} records");
+        assert_eq!(q.count(), 1000);
+        let all = q.peek(2000).unwrap();
+        assert_eq!(seqs(&all), (1..=1000).collect::<Vec<_>>());
+        q.ack(&all[..500]).unwrap();
+        assert_eq!(seqs(&q.peek_after(700, 1).unwrap()), [701]);
+        assert_eq!(q.count(), 500);
     }
 
     #[test]

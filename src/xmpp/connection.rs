@@ -65,6 +65,8 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(5);
 const WRITE_BATCH: usize = 512;
 /// The writer's buffer: small stanzas are gathered into writes of up to this size.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// The reader's buffer: one read takes up to this much of what the server has sent.
+const READ_BUFFER: usize = 64 * 1024;
 /// Most stanzas handed to the presence service in one burst.
 const BURST_MAX: usize = 256;
 const SNAPSHOT_ID_PREFIX: &str = "herald-snapshot-";
@@ -253,7 +255,7 @@ async fn login(settings: &ComponentSettings) -> Result<(Stream, OwnedWriteHalf),
     let (rd, wr) = tcp.into_split();
     let write_slot = Arc::new(Mutex::new(Some(wr)));
     let io = LoginIo {
-        rd: BufReader::new(rd),
+        rd: BufReader::with_capacity(READ_BUFFER, rd),
         wr: write_slot.clone(),
     };
     let header = StreamHeader {

@@ -41,12 +41,14 @@
 //!
 //! **Cost.** [`Tracker::apply`] is on the hot path (bursts of over 100 000 presences/s): it looks
 //! the bare JID up by `&str` and allocates only what it stores or returns. Memory: one map entry
-//! per bare JID holding a tight `Vec` of its resources (usually 1 to 3), each a boxed resource
-//! name plus its state; no full JID is stored. About 200 bytes per online resource with typical
-//! JIDs.
+//! per bare JID holding its resources (usually 1 to 3; the first inline, no allocation), each a
+//! 32-byte record with one allocation for its texts (resource, status, a non-standard show); no
+//! full JID is stored. About 110 bytes per online resource with typical JIDs.
 
 use std::collections::HashMap;
 use std::fmt;
+
+use smallvec::SmallVec;
 
 pub use crate::config::Changes;
 use crate::events::{Availability, EventArgs, Source};
@@ -59,15 +61,6 @@ pub struct ResourceState {
     pub priority: i8,
     /// When herald saw the resource become available (milliseconds since the Unix epoch).
     pub since_ms: i64,
-}
-
-impl ResourceState {
-    /// Same presence, whatever `since_ms`.
-    fn same_presence(&self, show: Option<&str>, status: Option<&str>, priority: i8) -> bool {
-        self.priority == priority
-            && self.show.as_deref() == show
-            && self.status.as_deref() == status
-    }
 }
 
 /// A forwarded presence, reduced to what the table keeps.
@@ -98,19 +91,147 @@ pub enum StoreOp {
     Delete(String),
 }
 
-/// One resource of a bare JID.
+/// One resource of a bare JID, compact: every text in one allocation.
 struct Entry {
-    resource: Box<str>,
-    state: ResourceState,
+    /// `resource` NUL `status` NUL `show` (the show only when it is not one of RFC 6121's four;
+    /// none of these texts can contain NUL, which XML forbids).
+    text: Box<str>,
+    since_ms: i64,
+    show: ShowCode,
+    priority: i8,
+    has_status: bool,
     /// Known before the current snapshot began and not seen since.
     unconfirmed: bool,
 }
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ShowCode {
+    None,
+    Away,
+    Chat,
+    Dnd,
+    Xa,
+    /// Another text, kept in [`Entry::text`].
+    Other,
+}
+
+const SHOWS: [(ShowCode, &str); 4] = [
+    (ShowCode::Away, "away"),
+    (ShowCode::Chat, "chat"),
+    (ShowCode::Dnd, "dnd"),
+    (ShowCode::Xa, "xa"),
+];
+
+impl Entry {
+    fn new(
+        resource: &str,
+        show: Option<&str>,
+        status: Option<&str>,
+        priority: i8,
+        since_ms: i64,
+    ) -> Entry {
+        let mut entry = Entry {
+            text: Box::from(""),
+            since_ms,
+            show: ShowCode::None,
+            priority,
+            has_status: false,
+            unconfirmed: false,
+        };
+        entry.set(resource, show, status, priority);
+        entry
+    }
+
+    fn from_state(resource: &str, state: &ResourceState) -> Entry {
+        Entry::new(
+            resource,
+            state.show.as_deref(),
+            state.status.as_deref(),
+            state.priority,
+            state.since_ms,
+        )
+    }
+
+    /// Replaces show, status and priority (`since_ms` stays).
+    fn set(&mut self, resource: &str, show: Option<&str>, status: Option<&str>, priority: i8) {
+        let code = match show {
+            None => ShowCode::None,
+            Some(text) => SHOWS
+                .iter()
+                .find(|(_, name)| *name == text)
+                .map_or(ShowCode::Other, |(code, _)| *code),
+        };
+        let other = if code == ShowCode::Other {
+            show.unwrap_or("")
+        } else {
+            ""
+        };
+        let status_text = status.unwrap_or("");
+        let mut text = String::with_capacity(resource.len() + status_text.len() + other.len() + 2);
+        text.push_str(resource);
+        if status.is_some() || code == ShowCode::Other {
+            text.push('\0');
+            text.push_str(status_text);
+        }
+        if code == ShowCode::Other {
+            text.push('\0');
+            text.push_str(other);
+        }
+        self.text = text.into_boxed_str();
+        self.show = code;
+        self.priority = priority;
+        self.has_status = status.is_some();
+    }
+
+    fn parts(&self) -> (&str, &str, &str) {
+        let mut it = self.text.splitn(3, '\0');
+        let resource = it.next().unwrap_or("");
+        let status = it.next().unwrap_or("");
+        let other = it.next().unwrap_or("");
+        (resource, status, other)
+    }
+
+    fn resource(&self) -> &str {
+        self.parts().0
+    }
+
+    fn status(&self) -> Option<&str> {
+        self.has_status.then(|| self.parts().1)
+    }
+
+    fn show(&self) -> Option<&str> {
+        match self.show {
+            ShowCode::None => None,
+            ShowCode::Other => Some(self.parts().2),
+            code => SHOWS
+                .iter()
+                .find(|(c, _)| *c == code)
+                .map(|(_, name)| *name),
+        }
+    }
+
+    fn same_presence(&self, show: Option<&str>, status: Option<&str>, priority: i8) -> bool {
+        self.priority == priority && self.show() == show && self.status() == status
+    }
+
+    fn state(&self) -> ResourceState {
+        ResourceState {
+            show: self.show().map(Box::from),
+            status: self.status().map(Box::from),
+            priority: self.priority,
+            since_ms: self.since_ms,
+        }
+    }
+}
+
+/// The resources of one bare JID; the first is stored inline.
+type Resources = SmallVec<[Entry; 1]>;
 
 /// The live presence table. See the module documentation for the rules.
 pub struct Tracker {
     changes: Changes,
     /// Bare JID → its online resources, never empty.
-    users: HashMap<Box<str>, Vec<Entry>>,
+    users: HashMap<Box<str>, Resources>,
     /// Number of resources over all bare JIDs.
     len: usize,
     in_snapshot: bool,
@@ -149,8 +270,8 @@ impl Tracker {
         for (full_jid, state) in entries {
             let (bare, resource) = split_jid(&full_jid);
             match tracker.find_mut(bare, resource) {
-                Some(entry) => entry.state = state,
-                None => tracker.insert(bare, resource, state),
+                Some(entry) => *entry = Entry::from_state(resource, &state),
+                None => tracker.insert(bare, Entry::from_state(resource, &state)),
             }
         }
         tracker
@@ -195,7 +316,7 @@ impl Tracker {
     pub fn remove(&mut self, full_jid: &str, source: Source) -> Option<Outcome> {
         let (bare, resource) = split_jid(full_jid);
         let entries = self.users.get_mut(bare)?;
-        let index = entries.iter().position(|e| &*e.resource == resource)?;
+        let index = entries.iter().position(|e| e.resource() == resource)?;
         entries.swap_remove(index);
         let resources = count(entries.len());
         if entries.is_empty() {
@@ -215,7 +336,7 @@ impl Tracker {
     /// snapshot starts over.
     pub fn begin_snapshot(&mut self) {
         self.in_snapshot = true;
-        for entry in self.users.values_mut().flatten() {
+        for entry in self.users.values_mut().flat_map(|e| e.iter_mut()) {
             entry.unconfirmed = true;
         }
     }
@@ -239,7 +360,7 @@ impl Tracker {
             let mut i = 0;
             while i < entries.len() {
                 if entries[i].unconfirmed {
-                    gone.push(entries.swap_remove(i).resource);
+                    gone.push(entries.swap_remove(i).text);
                 } else {
                     i += 1;
                 }
@@ -247,9 +368,10 @@ impl Tracker {
             // Same order as the final sort by full JID, so each count follows the one before.
             gone.sort_unstable();
             let mut remaining = entries.len() + gone.len();
-            for resource in gone {
+            for text in gone {
                 remaining -= 1;
-                let full_jid = join_jid(bare, &resource);
+                let resource = text.split('\0').next().unwrap_or("");
+                let full_jid = join_jid(bare, resource);
                 outcomes.push(Outcome {
                     store: StoreOp::Delete(full_jid.clone()),
                     event: Some((Source::Resync, unavailable_args(full_jid, count(remaining)))),
@@ -268,7 +390,7 @@ impl Tracker {
     /// none (ejabberd), where a missing resource says nothing about it.
     pub fn abandon_snapshot(&mut self) {
         self.in_snapshot = false;
-        for entry in self.users.values_mut().flatten() {
+        for entry in self.users.values_mut().flat_map(|e| e.iter_mut()) {
             entry.unconfirmed = false;
         }
     }
@@ -286,13 +408,13 @@ impl Tracker {
     }
 
     /// The state of an online resource.
-    pub fn get(&self, full_jid: &str) -> Option<&ResourceState> {
+    pub fn get(&self, full_jid: &str) -> Option<ResourceState> {
         let (bare, resource) = split_jid(full_jid);
         self.users
             .get(bare)?
             .iter()
-            .find(|e| &*e.resource == resource)
-            .map(|e| &e.state)
+            .find(|e| e.resource() == resource)
+            .map(Entry::state)
     }
 
     /// Number of online resources.
@@ -306,11 +428,11 @@ impl Tracker {
     }
 
     /// Every online resource as (full JID, state), in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (String, &ResourceState)> {
+    pub fn iter(&self) -> impl Iterator<Item = (String, ResourceState)> + '_ {
         self.users.iter().flat_map(|(bare, entries)| {
             entries
                 .iter()
-                .map(move |e| (join_jid(bare, &e.resource), &e.state))
+                .map(move |e| (join_jid(bare, e.resource()), e.state()))
         })
     }
 
@@ -329,18 +451,13 @@ impl Tracker {
         let changes = self.changes;
         if let Some(entries) = self.users.get_mut(bare) {
             let resources = count(entries.len());
-            if let Some(entry) = entries.iter_mut().find(|e| &*e.resource == resource) {
+            if let Some(entry) = entries.iter_mut().find(|e| e.resource() == resource) {
                 entry.unconfirmed = false;
-                if entry
-                    .state
-                    .same_presence(show.as_deref(), status.as_deref(), priority)
-                {
+                if entry.same_presence(show.as_deref(), status.as_deref(), priority) {
                     return None;
                 }
-                entry.state.show = show.as_deref().map(Box::from);
-                entry.state.status = status.as_deref().map(Box::from);
-                entry.state.priority = priority;
-                let store = StoreOp::Put(full_jid.to_owned(), entry.state.clone());
+                entry.set(resource, show.as_deref(), status.as_deref(), priority);
+                let store = StoreOp::Put(full_jid.to_owned(), entry.state());
                 let event = (changes == Changes::All).then(|| {
                     let source = if delayed {
                         Source::Resync
@@ -354,14 +471,15 @@ impl Tracker {
                 return Some(Outcome { store, event });
             }
         }
-        let state = ResourceState {
-            show: show.as_deref().map(Box::from),
-            status: status.as_deref().map(Box::from),
+        let entry = Entry::new(
+            resource,
+            show.as_deref(),
+            status.as_deref(),
             priority,
-            since_ms: now_ms,
-        };
-        let store = StoreOp::Put(full_jid.to_owned(), state.clone());
-        self.insert(bare, resource, state);
+            now_ms,
+        );
+        let store = StoreOp::Put(full_jid.to_owned(), entry.state());
+        self.insert(bare, entry);
         let source = if delayed {
             Source::Snapshot
         } else {
@@ -384,16 +502,11 @@ impl Tracker {
         self.users
             .get_mut(bare)?
             .iter_mut()
-            .find(|e| &*e.resource == resource)
+            .find(|e| e.resource() == resource)
     }
 
     /// Adds a resource that is not in the table (confirmed: it was just seen).
-    fn insert(&mut self, bare: &str, resource: &str, state: ResourceState) {
-        let entry = Entry {
-            resource: Box::from(resource),
-            state,
-            unconfirmed: false,
-        };
+    fn insert(&mut self, bare: &str, entry: Entry) {
         match self.users.get_mut(bare) {
             Some(entries) => {
                 // Grow one at a time: most users have one to three resources.
@@ -401,8 +514,9 @@ impl Tracker {
                 entries.push(entry);
             }
             None => {
-                // `vec![x]` has exactly the capacity it needs.
-                self.users.insert(Box::from(bare), vec![entry]);
+                let mut entries = Resources::new();
+                entries.push(entry);
+                self.users.insert(Box::from(bare), entries);
             }
         }
         self.len += 1;
@@ -430,7 +544,7 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn shrink_if_loose(entries: &mut Vec<Entry>) {
+fn shrink_if_loose(entries: &mut Resources) {
     if entries.capacity() > 2 * entries.len() {
         entries.shrink_to_fit();
     }
@@ -547,7 +661,7 @@ mod tests {
         assert_eq!(t.resources_of("alice@example.org"), 1);
         assert_eq!(
             t.get("alice@example.org/phone"),
-            Some(&state(Some("away"), Some("brb"), 5, T0))
+            Some(state(Some("away"), Some("brb"), 5, T0))
         );
     }
 
@@ -636,7 +750,7 @@ mod tests {
         );
         assert_eq!(
             t.get("a@x/1"),
-            Some(&state(Some("away"), Some("brb"), 0, T0))
+            Some(state(Some("away"), Some("brb"), 0, T0))
         );
     }
 
@@ -871,9 +985,9 @@ mod tests {
         assert_eq!(t.resources_of("a@x"), 2);
         assert_eq!(
             t.get("a@x/1"),
-            Some(&state(Some("away"), Some("brb"), 3, T0))
+            Some(state(Some("away"), Some("brb"), 3, T0))
         );
-        assert_eq!(t.get("b@x"), Some(&state(None, None, 0, T0)));
+        assert_eq!(t.get("b@x"), Some(state(None, None, 0, T0)));
 
         // The server's snapshot after the restart: a@x/1 as it was, a@x/2 changed, b@x gone.
         t.begin_snapshot();
@@ -906,7 +1020,7 @@ mod tests {
             ],
         );
         assert_eq!(t.len(), 1);
-        assert_eq!(t.get("a@x/1"), Some(&state(Some("xa"), None, 0, T1)));
+        assert_eq!(t.get("a@x/1"), Some(state(Some("xa"), None, 0, T1)));
     }
 
     #[test]
@@ -933,19 +1047,41 @@ mod tests {
 
     #[test]
     fn per_resource_footprint_stays_small() {
-        // Entry is the per-resource record in the Vec; the strings are separate allocations.
+        // One resource per bare JID (the usual case) lives inline in the map's value.
         assert!(
-            std::mem::size_of::<Entry>() <= 72,
+            std::mem::size_of::<Entry>() <= 32,
             "{}",
             std::mem::size_of::<Entry>()
         );
+        assert!(std::mem::size_of::<Resources>() <= 40);
         let mut t = Tracker::new(Changes::Availability);
         for i in 0..10 {
             t.apply(&format!("u{i}@x/phone"), online(), false, T0);
         }
-        // One resource per bare JID: the Vec holds exactly one entry, no spare capacity.
-        assert!(t.users.values().all(|v| v.capacity() == 1));
+        assert!(t.users.values().all(|v| !v.spilled()));
         t.apply("u0@x/laptop", online(), false, T0);
-        assert_eq!(t.users.get("u0@x").map(Vec::capacity), Some(2));
+        assert_eq!(t.users.get("u0@x").map(|v| v.len()), Some(2));
+    }
+
+    #[test]
+    fn texts_round_trip_through_the_compact_entry() {
+        let cases = [
+            (None, None),
+            (Some("away"), None),
+            (Some("xa"), Some("")),
+            (None, Some("brb \u{1F3AE}")),
+            (Some("busy-ish"), Some("custom show")),
+            (Some("busy-ish"), None),
+            (Some(""), Some("s")),
+        ];
+        for (show, status) in cases {
+            let e = Entry::new("res/with/slashes", show, status, -7, 42);
+            assert_eq!(e.resource(), "res/with/slashes");
+            assert_eq!(e.show(), show, "{show:?} {status:?}");
+            assert_eq!(e.status(), status, "{show:?} {status:?}");
+            assert!(e.same_presence(show, status, -7));
+            assert!(!e.same_presence(show, status, 0));
+            assert_eq!(e.state(), state(show, status, -7, 42));
+        }
     }
 }

@@ -108,7 +108,11 @@ impl Store {
             }
         }
         let mut journal = self.presence_journal()?;
-        journal.compact(table.iter().map(|(jid, state)| (jid.clone(), state)))?;
+        journal.compact(
+            table
+                .iter()
+                .map(|(jid, state)| (jid.clone(), state.clone())),
+        )?;
         self.db.drop_tree(TREE_PRESENCE_V2)?;
         self.meta
             .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
@@ -288,9 +292,9 @@ impl PresenceJournal {
     }
 
     /// Replaces the whole journal with `table` (every online resource), atomically.
-    pub fn compact<'a>(
+    pub fn compact(
         &mut self,
-        table: impl Iterator<Item = (String, &'a ResourceState)>,
+        table: impl Iterator<Item = (String, ResourceState)>,
     ) -> Result<(), StoreError> {
         let mut batch = sled::Batch::default();
         for key in self.tree.iter().keys() {
@@ -303,7 +307,7 @@ impl PresenceJournal {
         };
         let mut written = 0;
         for (jid, state) in table {
-            encode_put(&mut record, &jid, state);
+            encode_put(&mut record, &jid, &state);
             written += 1;
             if record.len() >= RECORD_BYTES {
                 put(&mut record, &mut self.next_key);
@@ -518,8 +522,7 @@ mod tests {
         let table = j.load().unwrap();
         assert_eq!(table.len(), 1_000);
         assert!(j.wants_compaction(table.len()));
-        j.compact(table.iter().map(|(jid, st)| (jid.clone(), st)))
-            .unwrap();
+        j.compact(table.iter().cloned()).unwrap();
         assert!(!j.wants_compaction(table.len()));
         assert!(
             s.journal.len() < before,

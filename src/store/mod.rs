@@ -262,7 +262,7 @@ impl PresenceJournal {
     /// Appends one group commit's table changes, as records of up to about 32 KiB written in
     /// one atomic batch.
     pub fn append(&mut self, ops: &[StoreOp]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut records = Vec::new();
         let mut record = Vec::new();
         let mut n = 0;
         for op in ops {
@@ -270,18 +270,28 @@ impl PresenceJournal {
                 n += 1;
             }
             if record.len() >= RECORD_BYTES {
-                batch.insert(&self.next_key.to_be_bytes(), std::mem::take(&mut record));
-                self.next_key += 1;
+                records.push(std::mem::take(&mut record));
             }
         }
         if !record.is_empty() {
-            batch.insert(&self.next_key.to_be_bytes(), record);
+            records.push(record);
+        }
+        // A single record is a plain insert: sled's batches cost much more than one insert.
+        if records.len() == 1 {
+            self.tree
+                .insert(self.next_key.to_be_bytes(), records.swap_remove(0))?;
             self.next_key += 1;
-        }
-        if n > 0 {
+        } else if !records.is_empty() {
+            let mut batch = sled::Batch::default();
+            let mut key = self.next_key;
+            for record in records {
+                batch.insert(&key.to_be_bytes(), record);
+                key += 1;
+            }
             self.tree.apply_batch(batch)?;
-            self.ops_since_compaction += n;
+            self.next_key = key;
         }
+        self.ops_since_compaction += n;
         Ok(())
     }
 

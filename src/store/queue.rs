@@ -91,14 +91,15 @@ impl SinkQueue {
         &self,
         events: impl IntoIterator<Item = (u64, &'a [u8])>,
     ) -> Result<(), StoreError> {
-        let mut batch = SledBatch::default();
+        let mut records: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut record = Vec::new();
         let mut first = 0;
         let mut n: u32 = 0;
-        let mut close = |record: &mut Vec<u8>, first: u64, n: u32| {
-            record[..4].copy_from_slice(&n.to_be_bytes());
-            batch.insert(&first.to_be_bytes(), std::mem::take(record));
-        };
+        let close =
+            |records: &mut Vec<(u64, Vec<u8>)>, record: &mut Vec<u8>, first: u64, n: u32| {
+                record[..4].copy_from_slice(&n.to_be_bytes());
+                records.push((first, std::mem::take(record)));
+            };
         for (seq, json) in events {
             if n == 0 {
                 record.reserve(RECORD_BYTES + 1024);
@@ -108,14 +109,24 @@ impl SinkQueue {
             n += 1;
             encode_event(&mut record, seq, json);
             if record.len() >= RECORD_BYTES {
-                close(&mut record, first, n);
+                close(&mut records, &mut record, first, n);
                 n = 0;
             }
         }
         if n > 0 {
-            close(&mut record, first, n);
+            close(&mut records, &mut record, first, n);
         }
-        self.queue.apply_batch(batch)?;
+        // A single record is a plain insert: sled's batches cost much more than one insert.
+        if records.len() == 1 {
+            let (first, record) = records.swap_remove(0);
+            self.queue.insert(first.to_be_bytes(), record)?;
+        } else if !records.is_empty() {
+            let mut batch = SledBatch::default();
+            for (first, record) in records {
+                batch.insert(&first.to_be_bytes(), record);
+            }
+            self.queue.apply_batch(batch)?;
+        }
         Ok(())
     }
 

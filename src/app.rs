@@ -58,10 +58,14 @@ fn spawn_presence_thread(
         .enable_time()
         .build()?;
     let (done, stopped) = tokio::sync::oneshot::channel();
+    // The thread logs where its caller logs (a test may have set a subscriber for its thread only).
+    let dispatch = tracing::dispatcher::get_default(|d| d.clone());
     std::thread::Builder::new()
         .name("herald-presence".into())
         .spawn(move || {
-            runtime.block_on(service.run(events));
+            tracing::dispatcher::with_default(&dispatch, || {
+                runtime.block_on(service.run(events));
+            });
             let _ = done.send(());
         })?;
     Ok(stopped)

@@ -94,8 +94,8 @@ fn count(delta: i64) {
     }
 }
 
-/// The allocator the `herald` binary uses (`src/main.rs`).
-static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+/// The allocator the `herald` binary uses (`herald::allocator`).
+static INNER: herald::allocator::Allocator = mimalloc::MiMalloc;
 
 // SAFETY: every call is forwarded to `INNER` unchanged; only counters are updated around it.
 unsafe impl GlobalAlloc for CountingAlloc {
@@ -835,6 +835,7 @@ struct Figures {
 
 #[tokio::main]
 async fn main() {
+    herald::allocator::configure();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

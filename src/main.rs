@@ -6,10 +6,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use herald::telemetry::{self, LogFormat};
 
-/// mimalloc: herald allocates and frees small objects on several threads at high rates; mimalloc
-/// does that faster than glibc's malloc and gives freed memory back instead of fragmenting.
+/// See [`herald::allocator`].
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: herald::allocator::Allocator = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(
@@ -53,6 +52,7 @@ enum DeadLetterCommand {
 }
 
 fn main() -> ExitCode {
+    herald::allocator::configure();
     let cli = Cli::parse();
     let settings = match herald::config::load(&cli.config) {
         Ok(s) => s,

@@ -97,7 +97,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         workers.spawn(worker::run_pipelined(
             lane.clone(),
             sink,
-            xmpp_sink::policy(),
+            xmpp_sink::policy(settings.component.request_timeout),
             workers_stop.clone(),
         ));
         lanes.push(lane);
@@ -112,6 +112,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             retry_min: s.retry_min,
             retry_max: s.retry_max,
             in_flight: s.batch_max,
+            ack_timeout: s.timeout,
         };
         workers.spawn(worker::run(
             lane.clone(),

@@ -36,6 +36,9 @@ pub struct Policy {
     pub retry_max: Duration,
     /// Most events sent and not yet acknowledged ([`run_pipelined`] only).
     pub in_flight: usize,
+    /// How long the oldest unacknowledged batch may wait for its acknowledgement, counted from
+    /// when it became the oldest ([`run_pipelined`] only).
+    pub ack_timeout: Duration,
 }
 
 /// Counters of one sink, readable while it runs.
@@ -246,6 +249,9 @@ pub async fn run_pipelined<T: Pipelined>(
     info!(sink = %sink, "delivery worker started");
     let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     let mut in_flight_events = 0usize;
+    // When the oldest batch in flight became the oldest: its acknowledgement is due by then +
+    // `ack_timeout`. Later batches wait behind it, so their own clocks start only then.
+    let mut head_since = Instant::now();
     // The highest seq sent and not known lost; `None`: start at the head of the queue.
     let mut sent_up_to: Option<u64> = None;
     loop {
@@ -254,7 +260,9 @@ pub async fn run_pipelined<T: Pipelined>(
             trim_backlog(&lane, &policy, &sink);
         }
         let room = policy.in_flight.saturating_sub(in_flight_events);
-        if room > 0 {
+        // Over the backlog bound nothing new is sent: once in flight is empty, the trim above runs.
+        let over_backlog = lane.stats.backlog.load(Ordering::Relaxed) > policy.max_backlog;
+        if room > 0 && !over_backlog {
             let max = policy.batch_max.min(room);
             let peeked = match sent_up_to {
                 None => lane.queue.peek(max),
@@ -278,6 +286,9 @@ pub async fn run_pipelined<T: Pipelined>(
                 sent_up_to = Some(batch.last_seq());
                 match transport.send(&batch).await {
                     Ok(ack) => {
+                        if in_flight.is_empty() {
+                            head_since = Instant::now();
+                        }
                         in_flight_events += batch.events.len();
                         let seqs = batch.events.iter().map(|e| e.seq).collect();
                         in_flight.push_back(in_flight_batch(batch.id, seqs, ack));
@@ -318,41 +329,51 @@ pub async fn run_pipelined<T: Pipelined>(
             }
             continue;
         }
-        tokio::select! {
-            done = in_flight.next() => {
-                let Some((id, seqs, verdict)) = done else { continue };
-                in_flight_events -= seqs.len();
-                match verdict {
-                    Ok(()) => {
-                        if let Err(e) = lane.queue.ack_seqs(&seqs) {
-                            // The batch stays queued and will be delivered again: a duplicate, not a loss.
-                            error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
-                        }
-                        settle(&lane, seqs.len());
-                        lane.stats.delivered.fetch_add(seqs.len() as u64, Ordering::Relaxed);
-                        lane.stats.batches.fetch_add(1, Ordering::Relaxed);
-                        debug!(sink = %sink, batch = %id, events = seqs.len(), "delivered");
-                        backoff.reset();
-                    }
-                    Err(reason) => {
-                        lane.stats.retries.fetch_add(1, Ordering::Relaxed);
-                        // Everything after it is sent again too, in order.
-                        in_flight.clear();
-                        in_flight_events = 0;
-                        if shutdown.is_cancelled() {
-                            info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
-                            return;
-                        }
-                        let delay = backoff.next_delay();
-                        warn!(sink = %sink, batch = %id, retry_in = ?delay, reason = %reason, "delivery not acknowledged; will send again from the oldest undelivered event");
-                        if sleep_or_shutdown(delay, &shutdown).await {
-                            return;
-                        }
-                    }
+        let ack_due = head_since + policy.ack_timeout;
+        let done = tokio::select! {
+            done = in_flight.next() => done,
+            _ = tokio::time::sleep_until(ack_due) => Some((
+                "(oldest in flight)".to_owned(),
+                Vec::new(),
+                Err(format!("no acknowledgement within {:?}", policy.ack_timeout)),
+            )),
+            _ = lane.wake.notified(), if in_flight_events < policy.in_flight => None,
+            _ = shutdown.cancelled(), if !shutdown.is_cancelled() => None,
+        };
+        let Some((id, seqs, verdict)) = done else {
+            continue;
+        };
+        in_flight_events = in_flight_events.saturating_sub(seqs.len());
+        match verdict {
+            Ok(()) => {
+                head_since = Instant::now();
+                if let Err(e) = lane.queue.ack_seqs(&seqs) {
+                    // The batch stays queued and will be delivered again: a duplicate, not a loss.
+                    error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
+                }
+                settle(&lane, seqs.len());
+                lane.stats
+                    .delivered
+                    .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+                lane.stats.batches.fetch_add(1, Ordering::Relaxed);
+                debug!(sink = %sink, batch = %id, events = seqs.len(), "delivered");
+                backoff.reset();
+            }
+            Err(reason) => {
+                lane.stats.retries.fetch_add(1, Ordering::Relaxed);
+                // Everything after it is sent again too, in order.
+                in_flight.clear();
+                in_flight_events = 0;
+                if shutdown.is_cancelled() {
+                    info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
+                    return;
+                }
+                let delay = backoff.next_delay();
+                warn!(sink = %sink, batch = %id, retry_in = ?delay, reason = %reason, "delivery not acknowledged; will send again from the oldest undelivered event");
+                if sleep_or_shutdown(delay, &shutdown).await {
+                    return;
                 }
             }
-            _ = lane.wake.notified(), if in_flight_events < policy.in_flight => {}
-            _ = shutdown.cancelled(), if !shutdown.is_cancelled() => {}
         }
     }
 }
@@ -447,5 +468,82 @@ mod tests {
         assert_ne!(batch_id(&ev(&[1, 3])), batch_id(&ev(&[1, 2, 3])));
         assert_ne!(batch_id(&ev(&[1, 3, 5])), batch_id(&ev(&[1, 2, 5])));
         assert!(batch_id(&ev(&[7, 9])).starts_with("7-9-"));
+    }
+
+    /// A pipelined transport whose acknowledgements the test controls: the first attempt of the
+    /// batch starting at `lose_first` is never acknowledged; everything else is at once.
+    struct Scripted {
+        sent: std::sync::Mutex<Vec<Vec<u64>>>,
+        lose_first: u64,
+        lost: std::sync::atomic::AtomicBool,
+    }
+
+    impl Pipelined for std::sync::Arc<Scripted> {
+        fn describe(&self) -> String {
+            "scripted".into()
+        }
+
+        async fn send(&self, batch: &Batch) -> Result<PendingAck, SendRefused> {
+            let seqs: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
+            self.sent.lock().unwrap().push(seqs);
+            if batch.first_seq() == self.lose_first && !self.lost.swap(true, Ordering::SeqCst) {
+                return Ok(Box::pin(std::future::pending()));
+            }
+            Ok(Box::pin(async { Ok(()) }))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_acknowledgement_times_out_and_everything_after_it_is_sent_again_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path(), 100, 1 << 20).unwrap();
+        let lane = Lane::new(store.sink_queue("x").unwrap());
+        let events: Vec<(u64, String)> = (1..=10).map(|seq| (seq, "{}".to_owned())).collect();
+        lane.push_many(&events).unwrap();
+        let transport = std::sync::Arc::new(Scripted {
+            sent: std::sync::Mutex::new(Vec::new()),
+            lose_first: 4,
+            lost: std::sync::atomic::AtomicBool::new(false),
+        });
+        let policy = Policy {
+            batch_max: 3,
+            batch_delay: Duration::ZERO,
+            max_backlog: 1_000,
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(10),
+            in_flight: 9,
+            ack_timeout: Duration::from_millis(200),
+        };
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(run_pipelined(
+            lane.clone(),
+            transport.clone(),
+            policy,
+            stop.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lane.queue.count() > 0 {
+            assert!(Instant::now() < deadline, "queue never drained");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.cancel();
+        worker.await.unwrap();
+        let sent = transport.sent.lock().unwrap().clone();
+        // Three batches in flight (the window is 9); once [1, 2, 3] is acknowledged [10] follows.
+        // [4, 5, 6] is never acknowledged, so after the timeout everything from the oldest
+        // unacknowledged event goes out again, in order.
+        assert_eq!(
+            sent,
+            vec![
+                vec![1, 2, 3],
+                vec![4, 5, 6],
+                vec![7, 8, 9],
+                vec![10],
+                vec![4, 5, 6],
+                vec![7, 8, 9],
+                vec![10],
+            ]
+        );
+        assert_eq!(lane.stats.retries.load(Ordering::Relaxed), 1);
     }
 }

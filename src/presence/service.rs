@@ -127,7 +127,7 @@ impl PresenceService {
         }
         if !self.pending_ops.is_empty() {
             if let Err(e) = self.journal.append(&self.pending_ops) {
-                error!(error = %e, "cannot persist presence changes; the table on disk is stale until the next snapshot");
+                error!(error = %e, "cannot persist presence changes; the whole table is written again at the next commit");
             }
             self.pending_ops.clear();
             if self.journal.wants_compaction(self.tracker.len()) {

@@ -23,9 +23,11 @@ use crate::xmpp::stanza::{self, escape_attr_into, escape_text_into, NS_COMPONENT
 pub const NS_FLUX: &str = "flux:xmpp";
 pub const BODY: &str = "Presence update";
 
-/// Delivery policy of XMPP sinks (no config keys: the server is local and fast).
-pub fn policy() -> Policy {
+/// Delivery policy of XMPP sinks (no config keys: the server is local and fast). `ack_timeout`:
+/// how long the oldest batch may wait for its acknowledgement (`component.request_timeout`).
+pub fn policy(ack_timeout: Duration) -> Policy {
     Policy {
+        ack_timeout,
         batch_max: BATCH_MAX,
         batch_delay: Duration::ZERO,
         max_backlog: 1_000_000,
@@ -89,6 +91,8 @@ impl Pipelined for XmppSink {
             texts.push((trace, json));
         }
         let from = self.handle.jid();
+        // The whole batch and its ping must go to one connection (see the end).
+        let generation = self.handle.generation();
         let mut chunk = String::with_capacity(CHUNK + 1024);
         for (trace, json) in texts {
             render_message(&mut chunk, trace, json, &self.to, from);
@@ -103,9 +107,16 @@ impl Pipelined for XmppSink {
         let ping = stanza::ping("", from, &self.domain);
         let answer = self
             .handle
-            .start_request(ping)
+            .queue_request(ping)
             .await
             .map_err(|_| SendRefused::Closed)?;
+        if self.handle.generation() != generation {
+            // The connection was lost while the batch was queued: its first part may be gone
+            // with it while the ping goes out on the next one. Not an acknowledgement.
+            return Ok(Box::pin(async {
+                Err("the connection was lost while the batch was sent".to_owned())
+            }));
+        }
         Ok(Box::pin(async move {
             match answer.await {
                 // Any answer, even an error, means the server processed everything sent before it.

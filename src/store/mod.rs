@@ -85,7 +85,10 @@ impl Store {
                     reason: format!("{} bytes", v.len()),
                 })?;
                 match found {
-                    SCHEMA_VERSION => {}
+                    SCHEMA_VERSION => {
+                        // Left by an upgrade interrupted after it was complete.
+                        store.db.drop_tree(TREE_PRESENCE_V2)?;
+                    }
                     2 => store.migrate_from_v2()?,
                     _ => return Err(StoreError::Schema { found }),
                 }
@@ -148,6 +151,7 @@ impl Store {
             tree: self.journal.clone(),
             next_key,
             ops_since_compaction: 0,
+            stale: false,
         })
     }
 
@@ -218,6 +222,8 @@ pub struct PresenceJournal {
     tree: sled::Tree,
     next_key: u64,
     ops_since_compaction: usize,
+    /// An append failed: the journal misses changes, and only a compaction writes them.
+    stale: bool,
 }
 
 /// A compaction is due when the journal holds more changes than this many…
@@ -298,7 +304,7 @@ impl PresenceJournal {
     /// Whether the journal has grown enough, against a table of `table_len` resources, for
     /// [`PresenceJournal::compact`] to be worth it.
     pub fn wants_compaction(&self, table_len: usize) -> bool {
-        self.ops_since_compaction > COMPACT_MIN_OPS.max(COMPACT_FACTOR * table_len)
+        self.stale || self.ops_since_compaction > COMPACT_MIN_OPS.max(COMPACT_FACTOR * table_len)
     }
 
     /// Replaces the whole journal with `table` (every online resource), atomically.
@@ -327,11 +333,13 @@ impl PresenceJournal {
             put(&mut record, &mut self.next_key);
         }
         if let Err(e) = self.tree.apply_batch(batch) {
-            // Nothing was applied; try again once as many changes have come in.
+            // Nothing was applied; try again once as many changes have come in (or at the next
+            // commit if the journal misses changes).
             self.ops_since_compaction = 0;
             return Err(e.into());
         }
         self.ops_since_compaction = written;
+        self.stale = false;
         Ok(())
     }
 }

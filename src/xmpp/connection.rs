@@ -55,7 +55,7 @@ use crate::xep::privilege::Advertisement;
 type Stream = XmlStream<LoginIo, Stanza>;
 
 /// What the handles queue for the writer: stanzas rendered as XML text.
-pub type Outbound = mpsc::Receiver<Bytes>;
+pub type Outbound = mpsc::Receiver<super::handle::Outbound>;
 
 /// How long the login (TCP connect, stream header, handshake) may take.
 const LOGIN_TIMEOUT: Duration = Duration::from_secs(15);
@@ -156,12 +156,20 @@ pub async fn run(
                 info!(server = %settings.server, jid = %jid, epoch, "connected to the server");
                 let started = Instant::now();
                 let (control, control_rx) = mpsc::unbounded_channel();
-                let writer = tokio::spawn(write_loop(write_half, control_rx, outbound.clone()));
+                let writer_stop = CancellationToken::new();
+                let writer = tokio::spawn(write_loop(
+                    write_half,
+                    control_rx,
+                    outbound.clone(),
+                    tracker.generation(),
+                    writer_stop.clone(),
+                ));
                 let mut session = Session {
                     settings: &settings,
                     stream,
                     control: Some(control),
                     writer,
+                    writer_stop,
                     tracker: &tracker,
                     events: &mut events,
                     pending: Vec::new(),
@@ -318,6 +326,8 @@ struct Session<'a> {
     /// The session's own stanzas (IQ answers, pings) to the writer; `None` once draining.
     control: Option<mpsc::UnboundedSender<Bytes>>,
     writer: JoinHandle<io::Result<()>>,
+    /// Tells the writer to stop after the item it is writing and close the stream.
+    writer_stop: CancellationToken,
     tracker: &'a IqTracker,
     events: &'a mut Option<mpsc::Sender<Vec<ConnectionEvent>>>,
     /// Events read but not yet handed to the presence service.
@@ -582,8 +592,12 @@ impl Session<'_> {
                     }
                 },
                 _ = tokio::time::sleep_until(deadline) => {
-                    warn!("queued stanzas not flushed within the shutdown deadline");
-                    return SessionEnd::Shutdown;
+                    warn!("queued stanzas not flushed within the shutdown deadline; closing the stream");
+                    self.writer_stop.cancel();
+                    match tokio::time::timeout(Duration::from_secs(1), &mut self.writer).await {
+                        Ok(Ok(Ok(()))) => break,
+                        _ => return SessionEnd::Shutdown,
+                    }
                 }
             }
         }
@@ -615,19 +629,26 @@ fn writer_ended(ended: Result<io::Result<()>, tokio::task::JoinError>) -> String
 }
 
 /// The writer task of one connection: writes the session's own stanzas (first) and what the
-/// handles queue, gathering everything already queued into one flush. Once the session drains
-/// (drops `control`) and every handle is gone, it writes the stream footer and shuts its side.
+/// handles queue, gathering everything already queued into one flush. Items queued for an older
+/// connection (`generation` below this one's) are dropped: what they belong to failed with it.
+/// Once the session drains (drops `control`) and every handle is gone, or when `stop` is
+/// cancelled, it writes the stream footer and shuts its side.
 async fn write_loop(
     wr: OwnedWriteHalf,
     mut control: mpsc::UnboundedReceiver<Bytes>,
     outbound: Arc<tokio::sync::Mutex<Outbound>>,
+    generation: u64,
+    stop: CancellationToken,
 ) -> io::Result<()> {
     let mut outbound = outbound.lock().await;
     let mut wr = BufWriter::with_capacity(WRITE_BUFFER, wr);
     let (mut control_open, mut outbound_open) = (true, true);
-    loop {
+    let current =
+        |item: super::handle::Outbound| (item.generation >= generation).then_some(item.xml);
+    while control_open || outbound_open {
         let first = tokio::select! {
             biased;
+            _ = stop.cancelled() => break,
             c = control.recv(), if control_open => match c {
                 Some(b) => b,
                 None => {
@@ -636,20 +657,25 @@ async fn write_loop(
                 }
             },
             o = outbound.recv(), if outbound_open => match o {
-                Some(b) => b,
+                Some(item) => match current(item) {
+                    Some(b) => b,
+                    None => continue,
+                },
                 None => {
                     outbound_open = false;
                     continue;
                 }
             },
-            else => break,
         };
         wr.write_all(&first).await?;
         for _ in 1..WRITE_BATCH {
             let next = match control.try_recv() {
                 Ok(b) => b,
                 Err(_) => match outbound.try_recv() {
-                    Ok(b) => b,
+                    Ok(item) => match current(item) {
+                        Some(b) => b,
+                        None => continue,
+                    },
                     Err(_) => break,
                 },
             };
@@ -756,7 +782,7 @@ fn parent_domain(jid: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::parent_domain;
+    use super::*;
 
     #[test]
     fn server_software_reads_the_server_identity() {
@@ -770,6 +796,61 @@ mod tests {
                 .parse()
                 .unwrap();
         assert_eq!(super::server_software(&bare), None);
+    }
+
+    #[tokio::test]
+    async fn the_writer_drops_what_was_queued_for_a_lost_connection() {
+        use crate::xmpp::handle::Outbound;
+        use tokio::io::AsyncReadExt;
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_rd, wr) = client.unwrap().into_split();
+        let (mut peer, _) = server.unwrap();
+
+        let (out_tx, out_rx) = mpsc::channel(16);
+        let (control_tx, control_rx) = mpsc::unbounded_channel();
+        let item = |generation, xml: &'static str| Outbound {
+            generation,
+            xml: Bytes::from_static(xml.as_bytes()),
+        };
+        out_tx.send(item(1, "<old-a/>")).await.unwrap();
+        out_tx.send(item(2, "<new-a/>")).await.unwrap();
+        out_tx.send(item(1, "<old-b/>")).await.unwrap();
+        out_tx.send(item(2, "<new-b/>")).await.unwrap();
+        control_tx.send(Bytes::from_static(b"<own/>")).unwrap();
+        // Draining: the session's own channel closes, then every handle goes.
+        drop(control_tx);
+        drop(out_tx);
+        let outbound = Arc::new(tokio::sync::Mutex::new(out_rx));
+        write_loop(wr, control_rx, outbound, 2, CancellationToken::new())
+            .await
+            .unwrap();
+        let mut text = String::new();
+        peer.read_to_string(&mut text).await.unwrap();
+        assert_eq!(text, "<own/><new-a/><new-b/></stream:stream>");
+    }
+
+    #[tokio::test]
+    async fn a_stopped_writer_closes_the_stream_with_items_still_queued() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, server) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (_rd, wr) = client.unwrap().into_split();
+        let (mut peer, _) = server.unwrap();
+        // A handle stays open (the shutdown deadline passed with a sink still sending).
+        let (_out_tx, out_rx) = mpsc::channel::<crate::xmpp::handle::Outbound>(16);
+        let (_control_tx, control_rx) = mpsc::unbounded_channel();
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let outbound = Arc::new(tokio::sync::Mutex::new(out_rx));
+        write_loop(wr, control_rx, outbound, 0, stop).await.unwrap();
+        let mut text = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut peer, &mut text)
+            .await
+            .unwrap();
+        assert_eq!(text, "</stream:stream>");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use super::iq_tracker::{IqError, IqTracker};
 /// reconnect.
 #[derive(Clone)]
 pub struct XmppHandle {
-    outbound: mpsc::Sender<Bytes>,
+    outbound: mpsc::Sender<Outbound>,
     tracker: IqTracker,
     jid: Arc<str>,
     counter: Arc<AtomicU64>,
@@ -31,9 +31,17 @@ pub struct XmppHandle {
 #[error("the connection task has stopped")]
 pub struct Closed;
 
+/// A queued piece of the outbound stream.
+#[derive(Debug)]
+pub struct Outbound {
+    /// The connection generation when it was queued.
+    pub generation: u64,
+    pub xml: Bytes,
+}
+
 impl XmppHandle {
     pub fn new(
-        outbound: mpsc::Sender<Bytes>,
+        outbound: mpsc::Sender<Outbound>,
         tracker: IqTracker,
         jid: &str,
         request_timeout: Duration,
@@ -59,8 +67,20 @@ impl XmppHandle {
 
     /// Queues stanzas already rendered as XML text: one or more complete top-level elements
     /// with every namespace they use declared (the stream's default is `jabber:component:accept`).
+    /// They go out on the current connection or, if it is down, on the next one; stanzas queued
+    /// before a connection was lost are dropped with it (see [`IqTracker::generation`]).
     pub async fn send_text(&self, xml: Bytes) -> Result<(), Closed> {
-        self.outbound.send(xml).await.map_err(|_| Closed)
+        let item = Outbound {
+            generation: self.tracker.generation(),
+            xml,
+        };
+        self.outbound.send(item).await.map_err(|_| Closed)
+    }
+
+    /// The current connection generation: a sink compares it before and after sending a batch
+    /// to know whether all of it went to one connection.
+    pub fn generation(&self) -> u64 {
+        self.tracker.generation()
     }
 
     /// A fresh stanza id, unique within this process.
@@ -71,6 +91,23 @@ impl XmppHandle {
     /// Sends an IQ (its `id` is set here) and waits for the answer, at most the request timeout.
     pub async fn request(&self, iq: Element) -> Result<Element, IqError> {
         self.start_request(iq).await?.await
+    }
+
+    /// Queues an IQ (its `id` is set here) behind everything queued before it and returns the
+    /// wait for its answer, with no timeout of its own: it ends with the answer, or with an error
+    /// when the connection is lost or herald stops. The caller decides how long to wait.
+    pub async fn queue_request(
+        &self,
+        mut iq: Element,
+    ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
+        let id = self.next_id("herald");
+        iq.set_attr(rxml::Namespace::NONE, crate::n!("id"), id.as_str());
+        let answer = self.tracker.register(id.clone());
+        if self.send(iq).await.is_err() {
+            self.tracker.forget(&id);
+            return Err(IqError::Closed);
+        }
+        Ok(async move { answer.await.unwrap_or(Err(IqError::Closed)) })
     }
 
     /// Queues an IQ (its `id` is set here) behind everything queued before it and returns the

@@ -3,8 +3,13 @@
 //! The requester registers the stanza id before the IQ is queued; the connection task hands every
 //! `result`/`error` IQ to [`IqTracker::resolve`]. On disconnect every pending request fails with
 //! [`IqError::Disconnected`]: after a reconnect the server has forgotten them.
+//!
+//! The tracker also counts connections ([`IqTracker::generation`]): every [`IqTracker::fail_all`]
+//! starts a new generation. Stanzas queued in an older generation are not written on the next
+//! connection (their requests failed with the old one; a sink sends them again, in order).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use minidom::Element;
@@ -28,6 +33,7 @@ type Waiter = oneshot::Sender<Result<Element, IqError>>;
 #[derive(Clone, Default)]
 pub struct IqTracker {
     pending: Arc<Mutex<HashMap<String, Waiter>>>,
+    generation: Arc<AtomicU64>,
 }
 
 impl IqTracker {
@@ -71,8 +77,14 @@ impl IqTracker {
         true
     }
 
-    /// Fails every pending request with `error`.
+    /// The current connection generation (see the module documentation).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// Starts a new generation, then fails every pending request with `error`.
     pub fn fail_all(&self, error: IqError) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let drained: Vec<Waiter> = self.lock().drain().map(|(_, w)| w).collect();
         for w in drained {
             let _ = w.send(Err(error.clone()));

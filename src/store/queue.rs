@@ -257,22 +257,44 @@ impl SinkQueue {
     /// They keep their `seq`, so they are delivered before anything queued after them.
     pub fn requeue(&self, only: Option<&[u64]>) -> Result<usize, StoreError> {
         let letters = self.dead_letters()?;
-        let mut queue = SledBatch::default();
-        let mut dead = SledBatch::default();
         let mut n = 0;
         for l in letters {
             if only.is_some_and(|s| !s.contains(&l.seq)) {
                 continue;
             }
-            let mut record = 1u32.to_be_bytes().to_vec();
-            encode_event(&mut record, l.seq, &l.json);
-            queue.insert(&l.seq.to_be_bytes(), record);
-            dead.remove(&l.seq.to_be_bytes());
+            // Queue first, then forget the dead letter: a crash in between leaves a duplicate.
+            self.insert_in_order(l.seq, &l.json)?;
+            self.dead.remove(l.seq.to_be_bytes())?;
             n += 1;
         }
-        self.queue.apply_batch(queue)?;
-        self.dead.apply_batch(dead)?;
         Ok(n)
+    }
+
+    /// Puts one event back where its `seq` belongs: into the record whose span holds it (so
+    /// records never overlap and the queue reads in `seq` order), or as a record of its own.
+    fn insert_in_order(&self, seq: u64, json: &[u8]) -> Result<(), StoreError> {
+        if let Some(item) = self.queue.range(..=seq.to_be_bytes()).next_back() {
+            let (k, v) = item?;
+            let key = decode_seq(&k)?;
+            let mut events = decode_record(key, &v)?;
+            if events.iter().any(|(s, _)| *s == seq) {
+                return Ok(());
+            }
+            if events.last().is_some_and(|(last, _)| *last > seq) {
+                let at = events.partition_point(|(s, _)| *s < seq);
+                events.insert(at, (seq, IVec::from(json)));
+                let mut record = (events.len() as u32).to_be_bytes().to_vec();
+                for (s, j) in &events {
+                    encode_event(&mut record, *s, j);
+                }
+                self.queue.insert(key.to_be_bytes(), record)?;
+                return Ok(());
+            }
+        }
+        let mut record = 1u32.to_be_bytes().to_vec();
+        encode_event(&mut record, seq, json);
+        self.queue.insert(seq.to_be_bytes(), record)?;
+        Ok(())
     }
 
     /// Removes dead letters (all, or the given `seq`s).
@@ -477,23 +499,30 @@ mod tests {
     }
 
     #[test]
-    fn acks_find_events_behind_a_requeued_dead_letter() {
+    fn a_requeued_dead_letter_goes_back_in_seq_order() {
         let (_d, s) = store();
         let q = s.sink_queue("xmpp").unwrap();
         let burst: Vec<(u64, Vec<u8>)> = (1..=10u64).map(|seq| (seq, b"{}".to_vec())).collect();
         q.push_many(burst.iter().map(|(s, j)| (*s, j.as_slice())))
             .unwrap();
-        // 5..8 dead-lettered out of the middle of the record, then 5 requeued: record 5 now
-        // sits inside the span of record 1.
+        // 5..8 dead-lettered out of the middle of the record (a pipelined sink does that), then
+        // 5 and 7 requeued: they go back into the record that spans them.
         let mid = q.peek_after(4, 4).unwrap();
         q.dead_letter(&mid, "test", 0).unwrap();
-        assert_eq!(q.requeue(Some(&[5])).unwrap(), 1);
+        assert_eq!(q.requeue(Some(&[7, 5])).unwrap(), 2);
+        assert_eq!(seqs(&q.peek(100).unwrap()), [1, 2, 3, 4, 5, 7, 9, 10]);
+        assert_eq!(seqs(&q.peek_after(5, 100).unwrap()), [7, 9, 10]);
+        // Past the end of every record, and again (nothing doubles).
+        q.dead_letter(&q.peek_after(9, 1).unwrap(), "test", 0)
+            .unwrap();
+        assert_eq!(q.requeue(None).unwrap(), 3);
+        assert_eq!(seqs(&q.peek(100).unwrap()), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
         let all = q.peek(100).unwrap();
-        assert_eq!(seqs(&all), [1, 2, 3, 4, 9, 10, 5]);
         q.ack(&all[4..5]).unwrap();
-        assert_eq!(seqs(&q.peek(100).unwrap()), [1, 2, 3, 4, 10, 5]);
+        assert_eq!(seqs(&q.peek(100).unwrap()), [1, 2, 3, 4, 6, 7, 8, 9, 10]);
         q.ack(&q.peek(100).unwrap()).unwrap();
         assert_eq!(q.count(), 0);
+        assert!(q.dead_letters().unwrap().is_empty());
     }
 
     #[test]

@@ -122,13 +122,8 @@ pub async fn run<T: Transport>(
             }
         };
         if events.is_empty() {
-            if shutdown.is_cancelled() {
+            if wait_for_events(&lane, &shutdown).await {
                 return;
-            }
-            // On shutdown look once more: the last event may have arrived with the signal.
-            tokio::select! {
-                _ = lane.wake.notified() => {}
-                _ = shutdown.cancelled() => {}
             }
             continue;
         }
@@ -182,16 +177,8 @@ async fn deliver_until_settled<T: Transport>(
         let verdict = transport.deliver(&batch).await;
         match verdict {
             Verdict::Delivered => {
-                if let Err(e) = lane.queue.ack(&batch.events) {
-                    // The batch stays queued and will be delivered again: a duplicate, not a loss.
-                    error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
-                }
-                settle(lane, batch.events.len());
-                lane.stats
-                    .delivered
-                    .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
-                lane.stats.batches.fetch_add(1, Ordering::Relaxed);
-                debug!(sink = %sink, batch = %batch.id, events = batch.events.len(), attempt, "delivered");
+                let seqs: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
+                delivered(lane, sink, &batch.id, &seqs);
                 backoff.reset();
                 return false;
             }
@@ -320,12 +307,8 @@ pub async fn run_pipelined<T: Pipelined>(
             }
         }
         if in_flight.is_empty() {
-            if shutdown.is_cancelled() {
+            if wait_for_events(&lane, &shutdown).await {
                 return;
-            }
-            tokio::select! {
-                _ = lane.wake.notified() => {}
-                _ = shutdown.cancelled() => {}
             }
             continue;
         }
@@ -347,16 +330,7 @@ pub async fn run_pipelined<T: Pipelined>(
         match verdict {
             Ok(()) => {
                 head_since = Instant::now();
-                if let Err(e) = lane.queue.ack_seqs(&seqs) {
-                    // The batch stays queued and will be delivered again: a duplicate, not a loss.
-                    error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
-                }
-                settle(&lane, seqs.len());
-                lane.stats
-                    .delivered
-                    .fetch_add(seqs.len() as u64, Ordering::Relaxed);
-                lane.stats.batches.fetch_add(1, Ordering::Relaxed);
-                debug!(sink = %sink, batch = %id, events = seqs.len(), "delivered");
+                delivered(&lane, &sink, &id, &seqs);
                 backoff.reset();
             }
             Err(reason) => {
@@ -384,6 +358,34 @@ type InFlight = Pin<Box<dyn Future<Output = (String, Vec<u64>, Result<(), String
 
 fn in_flight_batch(id: String, seqs: Vec<u64>, ack: PendingAck) -> InFlight {
     Box::pin(async move { (id, seqs, ack.await) })
+}
+
+/// An acknowledged batch: delete it from the queue and count it.
+fn delivered(lane: &Lane, sink: &str, batch: &str, seqs: &[u64]) {
+    if let Err(e) = lane.queue.ack_seqs(seqs) {
+        // The batch stays queued and will be delivered again: a duplicate, not a loss.
+        error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
+    }
+    settle(lane, seqs.len());
+    lane.stats
+        .delivered
+        .fetch_add(seqs.len() as u64, Ordering::Relaxed);
+    lane.stats.batches.fetch_add(1, Ordering::Relaxed);
+    debug!(sink = %sink, batch = %batch, events = seqs.len(), "delivered");
+}
+
+/// With nothing to send: returns true if the worker must stop (shutdown and nothing queued),
+/// else waits for new events or the shutdown signal. On shutdown the caller looks once more:
+/// the last events may have arrived with the signal.
+async fn wait_for_events(lane: &Lane, shutdown: &CancellationToken) -> bool {
+    if shutdown.is_cancelled() {
+        return true;
+    }
+    tokio::select! {
+        _ = lane.wake.notified() => {}
+        _ = shutdown.cancelled() => {}
+    }
+    false
 }
 
 fn settle(lane: &Lane, n: usize) {

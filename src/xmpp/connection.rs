@@ -45,7 +45,7 @@ use tracing::{debug, error, info, warn};
 use super::disco;
 use super::inbound::Stanza;
 use super::iq_tracker::{IqError, IqTracker};
-use super::router::{classify, classify_element, classify_presence, Inbound};
+use super::router::{classify, classify_element, Inbound};
 use super::stanza::{self, NS_COMPONENT};
 use crate::backoff::Backoff;
 use crate::config::ComponentSettings;
@@ -416,28 +416,7 @@ impl Session<'_> {
 
     /// Dispatches one inbound stanza.
     fn handle(&mut self, stanza: Stanza) -> Result<(), SessionEnd> {
-        let el = match stanza {
-            Stanza::Presence(p) => {
-                match classify_presence(&p) {
-                    Inbound::ForwardedPresence {
-                        from,
-                        update,
-                        delayed,
-                    } => {
-                        let from = from.to_owned();
-                        self.emit(ConnectionEvent::Presence {
-                            from,
-                            update,
-                            delayed,
-                        });
-                    }
-                    other => debug!(what = ?other, "ignoring inbound presence"),
-                }
-                return Ok(());
-            }
-            Stanza::Other(el) => el,
-        };
-        match classify_element(&el) {
+        match classify(&stanza) {
             Inbound::ForwardedPresence {
                 from,
                 update,
@@ -463,7 +442,7 @@ impl Session<'_> {
                     return Ok(());
                 }
                 if id.starts_with(SERVER_INFO_ID_PREFIX) {
-                    return match server_software(&el) {
+                    return match element(&stanza).and_then(server_software) {
                         Some((domain, name)) => {
                             self.emit(ConnectionEvent::ServerSoftware { domain, name });
                             Ok(())
@@ -474,15 +453,20 @@ impl Session<'_> {
                 if id.starts_with(KEEPALIVE_ID_PREFIX) {
                     return Ok(());
                 }
-                if !self.tracker.resolve(el) {
-                    debug!("ignoring an IQ answer nobody waits for");
+                if let Stanza::Other(el) = stanza {
+                    if !self.tracker.resolve(el) {
+                        debug!("ignoring an IQ answer nobody waits for");
+                    }
                 }
                 Ok(())
             }
-            Inbound::IqRequest => {
-                let answer = disco::answer(&el, self.settings.jid.as_str());
-                self.write(&answer)
-            }
+            Inbound::IqRequest => match element(&stanza) {
+                Some(el) => {
+                    let answer = disco::answer(el, self.settings.jid.as_str());
+                    self.write(&answer)
+                }
+                None => Ok(()),
+            },
             Inbound::Privileges(adv) => {
                 self.advertised = true;
                 self.server_domain = adv.server.clone();
@@ -747,6 +731,14 @@ impl AsyncWrite for LoginIo {
             Some(w) => Pin::new(w).poll_shutdown(cx),
             None => Poll::Ready(Err(write_half_gone())),
         }
+    }
+}
+
+/// The element of a stanza that is not a presence.
+fn element(stanza: &Stanza) -> Option<&Element> {
+    match stanza {
+        Stanza::Presence(_) => None,
+        Stanza::Other(el) => Some(el),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use minidom::Element;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::iq_tracker::{IqError, IqTracker};
 
@@ -98,15 +98,9 @@ impl XmppHandle {
     /// when the connection is lost or herald stops. The caller decides how long to wait.
     pub async fn queue_request(
         &self,
-        mut iq: Element,
+        iq: Element,
     ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
-        let id = self.next_id("herald");
-        iq.set_attr(rxml::Namespace::NONE, crate::n!("id"), id.as_str());
-        let answer = self.tracker.register(id.clone());
-        if self.send(iq).await.is_err() {
-            self.tracker.forget(&id);
-            return Err(IqError::Closed);
-        }
+        let (_, answer) = self.queue(iq).await?;
         Ok(async move { answer.await.unwrap_or(Err(IqError::Closed)) })
     }
 
@@ -114,15 +108,9 @@ impl XmppHandle {
     /// wait for its answer, which ends at the latest after the request timeout (counted from now).
     pub async fn start_request(
         &self,
-        mut iq: Element,
+        iq: Element,
     ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
-        let id = self.next_id("herald");
-        iq.set_attr(rxml::Namespace::NONE, crate::n!("id"), id.as_str());
-        let answer = self.tracker.register(id.clone());
-        if self.send(iq).await.is_err() {
-            self.tracker.forget(&id);
-            return Err(IqError::Closed);
-        }
+        let (id, answer) = self.queue(iq).await?;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let tracker = self.tracker.clone();
         Ok(async move {
@@ -135,5 +123,20 @@ impl XmppHandle {
                 }
             }
         })
+    }
+
+    /// Sets the IQ's `id`, registers it with the tracker and queues the IQ.
+    async fn queue(
+        &self,
+        mut iq: Element,
+    ) -> Result<(String, oneshot::Receiver<Result<Element, IqError>>), IqError> {
+        let id = self.next_id("herald");
+        iq.set_attr(rxml::Namespace::NONE, crate::n!("id"), id.as_str());
+        let answer = self.tracker.register(id.clone());
+        if self.send(iq).await.is_err() {
+            self.tracker.forget(&id);
+            return Err(IqError::Closed);
+        }
+        Ok((id, answer))
     }
 }

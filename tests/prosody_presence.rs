@@ -23,6 +23,7 @@ use serde_json::Value;
 use support::client::{C2s, NS_CLIENT};
 use support::herald::{stop_servers, Config, DumpOnPanic, Herald, Logs, NS_FLUX};
 use support::prosody::Prosody;
+use support::server_user::ServerUser;
 
 const COMPONENT: &str = "herald.localhost";
 const WORLD: &str = "world@localhost";
@@ -289,67 +290,16 @@ fn assert_seq_increasing(events: &[Event]) {
     }
 }
 
-/// The server user `world@localhost/sink`: a real c2s client collecting every event message.
-struct World {
-    c2s: C2s,
-    got: Vec<Event>,
+/// The server user `world@localhost/sink`, collecting every event message.
+type World = ServerUser<Event>;
+
+async fn login_world(p: &Prosody) -> World {
+    ServerUser::login(p, Event::parse, list).await
 }
 
-impl World {
-    /// Logs in and sends an available presence (a chat message to a bare JID is only delivered
-    /// to an available resource).
-    async fn login(p: &Prosody) -> World {
-        let mut c2s = C2s::login(&p.c2s_addr(), "world@localhost/sink", "pw").await;
-        c2s.send_presence(None, None, 0).await;
-        World {
-            c2s,
-            got: Vec::new(),
-        }
-    }
-
-    /// Receives one more event message within `timeout`.
-    async fn recv(&mut self, timeout: Duration) -> bool {
-        match self.c2s.next_message_with(NS_FLUX, "event", timeout).await {
-            Some(msg) => {
-                self.got.push(Event::parse(&msg));
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Receives until `cond` holds on everything received so far; panics after `timeout`.
-    async fn wait_until(&mut self, what: &str, timeout: Duration, cond: impl Fn(&[Event]) -> bool) {
-        let deadline = Instant::now() + timeout;
-        while !cond(&self.got) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !self.recv(left).await {
-                if cond(&self.got) {
-                    return;
-                }
-                panic!(
-                    "the server user did not get {what} within {timeout:?}; got:{}",
-                    list(&self.got)
-                );
-            }
-        }
-    }
-
-    /// Receives whatever arrives during `d` (a fixed window).
-    async fn collect_for(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !self.recv(left).await {
-                return;
-            }
-        }
-    }
-
-    /// Number of events not about the server user itself.
-    fn others(&self) -> usize {
-        self.got.iter().filter(|e| !e.is_world()).count()
-    }
+/// Number of events not about the server user itself.
+fn other_count(world: &World) -> usize {
+    world.got.iter().filter(|e| !e.is_world()).count()
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -381,7 +331,7 @@ async fn login(p: &Prosody, jid: &str, password: &str) -> C2s {
 /// XMPP sink delivers.
 async fn start_with_world(p: &Prosody, store: &Path, changes: &str) -> (Herald, World) {
     let herald = start_herald(p, store, changes);
-    let mut world = World::login(p).await;
+    let mut world = login_world(p).await;
     world
         .wait_until("its own presence event", T, |g| {
             g.iter().any(Event::is_world)
@@ -431,7 +381,7 @@ async fn live_transitions(changes: &str) {
             .wait_until("alice/phone away", T, |g| others(g).len() >= 3)
             .await;
     }
-    let n = world.others();
+    let n = other_count(&world);
 
     laptop.send_unavailable().await;
     world
@@ -545,7 +495,7 @@ async fn user_online_before_herald_starts_comes_as_snapshot() {
     let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
     let store = tempfile::tempdir().unwrap();
 
-    let mut world = World::login(&p).await;
+    let mut world = login_world(&p).await;
     let mut carol = login(&p, "carol@localhost/harness", "pc").await;
     carol
         .send_presence(Some("dnd"), Some("carol was online first"), 0)
@@ -996,7 +946,7 @@ async fn server_goes_down(down: Down, snapshot: Option<&str>, alice_returns: boo
     }
 
     let herald = start_herald_with(&p, store.path(), &presence);
-    let mut world = World::login(&p).await;
+    let mut world = login_world(&p).await;
     let mut alice = login(&p, "alice@localhost/phone", "pa").await;
     alice.send_presence(None, None, 0).await;
     world
@@ -1033,7 +983,7 @@ async fn server_goes_down(down: Down, snapshot: Option<&str>, alice_returns: boo
 
     // Events sent while the server user was offline are kept by Prosody (mod_offline) and
     // delivered when it logs in again.
-    let mut world = World::login(&p).await;
+    let mut world = login_world(&p).await;
     let mut alice = None;
     if alice_returns {
         let mut a = login(&p, "alice@localhost/phone", "pa").await;
@@ -1166,7 +1116,7 @@ async fn missing_presence_permission_is_reported_and_not_fatal() {
     let line = wait_for_missing_presence_error(&logs).await;
     assert!(line.contains(COMPONENT), "names the component: {line}");
 
-    let mut world = World::login(&p).await;
+    let mut world = login_world(&p).await;
     let mut alice = login(&p, "alice@localhost/phone", "pa").await;
     alice
         .send_presence(None, Some("invisible to herald"), 0)
@@ -1219,7 +1169,7 @@ async fn restart_without_presence_permission(snapshot: Option<&str>) {
 
     // First run, with presence permission: world and alice are online, herald knows it.
     let herald = start_herald_with(&full, store.path(), &presence);
-    let mut world = World::login(&full).await;
+    let mut world = login_world(&full).await;
     let mut alice = login(&full, "alice@localhost/phone", "pa").await;
     alice.send_presence(None, None, 0).await;
     world
@@ -1231,7 +1181,7 @@ async fn restart_without_presence_permission(snapshot: Option<&str>) {
 
     // Second run, same store, against a server that grants no presence permission (think: the
     // same server, whose operator dropped the permission by mistake). Both are online there too.
-    let mut world2 = World::login(&narrow).await;
+    let mut world2 = login_world(&narrow).await;
     let mut alice2 = login(&narrow, "alice@localhost/phone", "pa").await;
     alice2.send_presence(None, None, 0).await;
     sync(&mut alice2).await;

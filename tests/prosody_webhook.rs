@@ -18,10 +18,12 @@ mod webhook_receiver;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use minidom::Element;
 use serde_json::Value;
 use support::client::C2s;
-use support::herald::{event_json, stop_servers, Config, DumpOnPanic, Herald, Logs, NS_FLUX};
+use support::herald::{event_json, stop_servers, Config, DumpOnPanic, Herald, Logs};
 use support::prosody::Prosody;
+use support::server_user::ServerUser;
 use webhook_receiver::{Request, WebhookReceiver};
 
 /// HMAC key of the webhook sink; the receiver verifies every request with it.
@@ -65,62 +67,27 @@ timeout = "2s"
 // The two views of the events
 // ------------------------------------------------------------------------------------------------
 
-/// The server user: a real c2s client collecting the JSON of every event message.
-struct World {
-    c2s: C2s,
-    got: Vec<Value>,
+/// The server user, collecting the JSON of every event message.
+type World = ServerUser<Value>;
+
+async fn login_world(p: &Prosody) -> World {
+    ServerUser::login(p, event_checked, list).await
 }
 
-impl World {
-    async fn login(p: &Prosody) -> World {
-        let mut c2s = C2s::login(&p.c2s_addr(), "world@localhost/sink", "pw").await;
-        c2s.send_presence(None, None, 0).await;
-        World {
-            c2s,
-            got: Vec::new(),
-        }
-    }
+/// An event message's JSON; its `id` must be the event's `trace`.
+fn event_checked(msg: &Element) -> Value {
+    let json = event_json(msg);
+    assert_eq!(
+        msg.attr("id"),
+        json["trace"].as_str(),
+        "message id == trace"
+    );
+    json
+}
 
-    async fn recv(&mut self, timeout: Duration) -> bool {
-        match self.c2s.next_message_with(NS_FLUX, "event", timeout).await {
-            Some(msg) => {
-                let json = event_json(&msg);
-                assert_eq!(
-                    msg.attr("id"),
-                    json["trace"].as_str(),
-                    "message id == trace"
-                );
-                self.got.push(json);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Receives until `n` events have arrived; panics after `timeout`.
-    async fn wait_for(&mut self, n: usize, what: &str) {
-        let deadline = Instant::now() + T;
-        while self.got.len() < n {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !self.recv(left).await {
-                panic!(
-                    "the server user did not get {what} within {T:?}; got:{}",
-                    list(&self.got)
-                );
-            }
-        }
-    }
-
-    /// Receives whatever arrives during `d`.
-    async fn collect_for(&mut self, d: Duration) {
-        let deadline = Instant::now() + d;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() || !self.recv(left).await {
-                return;
-            }
-        }
-    }
+/// Receives until `n` events have arrived; panics after the test timeout.
+async fn wait_for(world: &mut World, n: usize, what: &str) {
+    world.wait_until(what, T, |got| got.len() >= n).await;
 }
 
 fn line(e: &Value) -> String {
@@ -258,33 +225,33 @@ async fn webhook_gets_exactly_what_the_server_user_gets() {
     receiver.set_secret(HOOK_KEY.as_bytes());
 
     let herald = start_herald(&p, store.path(), &receiver);
-    let mut world = World::login(&p).await;
-    world.wait_for(1, "its own presence event").await;
+    let mut world = login_world(&p).await;
+    wait_for(&mut world, 1, "its own presence event").await;
 
     let mut phone = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
     phone.send_presence(None, Some("morning"), 1).await;
-    world.wait_for(2, "alice/phone available").await;
+    wait_for(&mut world, 2, "alice/phone available").await;
     let mut laptop = C2s::login(&p.c2s_addr(), "alice@localhost/laptop", "pa").await;
     laptop.send_presence(None, None, 0).await;
-    world.wait_for(3, "alice/laptop available").await;
+    wait_for(&mut world, 3, "alice/laptop available").await;
     phone.send_presence(Some("away"), Some("morning"), 1).await;
     sync(&mut phone, "away").await;
-    world.wait_for(4, "alice/phone away").await;
+    wait_for(&mut world, 4, "alice/phone away").await;
     laptop.send_unavailable().await;
-    world.wait_for(5, "alice/laptop unavailable").await;
+    wait_for(&mut world, 5, "alice/laptop unavailable").await;
     phone.close().await;
-    world.wait_for(6, "alice/phone gone (stream closed)").await;
+    wait_for(&mut world, 6, "alice/phone gone (stream closed)").await;
     let mut bob = C2s::login(&p.c2s_addr(), "bob@localhost/desk", "pb").await;
     bob.send_presence(Some("dnd"), Some("busy"), -1).await;
-    world.wait_for(7, "bob available").await;
+    wait_for(&mut world, 7, "bob available").await;
     bob.drop_tcp();
-    world.wait_for(8, "bob gone (TCP dropped)").await;
+    wait_for(&mut world, 8, "bob gone (TCP dropped)").await;
     // A quick succession: carol comes, changes, goes, with no wait in between.
     let mut carol = C2s::login(&p.c2s_addr(), "carol@localhost/tab", "pc").await;
     carol.send_presence(None, None, 0).await;
     carol.send_presence(Some("xa"), Some("lunch"), 0).await;
     carol.send_unavailable().await;
-    world.wait_for(11, "carol available, xa, unavailable").await;
+    wait_for(&mut world, 11, "carol available, xa, unavailable").await;
     world.collect_for(QUIET).await;
 
     assert!(
@@ -347,7 +314,7 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
     receiver.set_secret(HOOK_KEY.as_bytes());
 
     // Online before herald starts: both come with the snapshot.
-    let mut world = World::login(&p).await;
+    let mut world = login_world(&p).await;
     let mut alice = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
     alice
         .send_presence(Some("chat"), Some("here first"), 2)
@@ -355,7 +322,7 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
     sync(&mut alice, "before-herald").await;
 
     let herald = start_herald(&p, store.path(), &receiver);
-    world.wait_for(2, "the snapshot of world and alice").await;
+    wait_for(&mut world, 2, "the snapshot of world and alice").await;
     world.collect_for(QUIET).await;
     herald.stop_ok(STOP_TIMEOUT).await;
 
@@ -367,12 +334,15 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
     sync(&mut carol, "while-away").await;
 
     let herald = start_herald(&p, store.path(), &receiver);
-    world
-        .wait_for(4, "alice resynced offline, carol from the snapshot")
-        .await;
+    wait_for(
+        &mut world,
+        4,
+        "alice resynced offline, carol from the snapshot",
+    )
+    .await;
     // Live again after the restart.
     carol.send_unavailable().await;
-    world.wait_for(5, "carol unavailable").await;
+    wait_for(&mut world, 5, "carol unavailable").await;
     world.collect_for(QUIET).await;
 
     assert!(

@@ -2,6 +2,7 @@
 //!
 //! - [`prosody::Prosody`]: starts an isolated Prosody 0.12 (with mod_privilege) on free loopback ports.
 //! - [`client::C2s`]: a real c2s client session (one resource) for that server.
+//! - [`server_user::ServerUser`]: the server user collecting herald's event messages.
 //! - [`herald`]: herald's test config, an in-process herald, log capture and event helpers.
 //!
 //! Use from a test file with `mod support;` (and `use support::{client::C2s, prosody::Prosody};`).
@@ -12,3 +13,4 @@
 pub mod client;
 pub mod herald;
 pub mod prosody;
+pub mod server_user;

@@ -1113,8 +1113,13 @@ struct Figures {
     total: Duration,
 }
 
+/// The allocator the `herald` binary uses, with its settings (`herald::allocator`).
+#[global_allocator]
+static GLOBAL: herald::allocator::Allocator = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() {
+    herald::allocator::configure();
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {

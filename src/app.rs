@@ -81,12 +81,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let jid = settings.component.jid.to_string();
     let iq_tracker = IqTracker::new();
     let (out_tx, out_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    let handle = XmppHandle::new(
-        out_tx,
-        iq_tracker.clone(),
-        &jid,
-        settings.component.request_timeout,
-    );
+    let handle = XmppHandle::new(out_tx, iq_tracker.clone(), &jid);
 
     let workers_stop = CancellationToken::new();
     let mut workers = JoinSet::new();

@@ -11,14 +11,12 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use minidom::Element;
 use serde::Deserialize;
 
-use crate::events::PresenceEvent;
 use crate::outbox::{worker::Policy, Batch, PendingAck, Pipelined, SendRefused};
 use crate::xmpp::handle::XmppHandle;
 use crate::xmpp::iq_tracker::IqError;
-use crate::xmpp::stanza::{self, escape_attr_into, escape_text_into, NS_COMPONENT};
+use crate::xmpp::stanza::{self, escape_attr_into, escape_text_into};
 
 pub const NS_FLUX: &str = "flux:xmpp";
 pub const BODY: &str = "Presence update";
@@ -136,30 +134,8 @@ impl XmppSink {
     }
 }
 
-/// The message that carries `event` to `to`.
-pub fn message(event: &PresenceEvent, to: &str, from: &str) -> Element {
-    message_from_json(&event.trace, &event.to_json(), to, from)
-}
-
-/// The message for an event given as its `trace` and JSON text.
-pub fn message_from_json(trace: &str, json: &str, to: &str, from: &str) -> Element {
-    Element::builder("message", NS_COMPONENT)
-        .attr(crate::n!("type"), "chat")
-        .attr(crate::n!("id"), trace)
-        .attr(crate::n!("to"), to)
-        .attr(crate::n!("from"), from)
-        .append(Element::builder("body", NS_COMPONENT).append(BODY).build())
-        .append(
-            Element::builder("event", NS_FLUX)
-                .attr(crate::n!("mime"), "application/json")
-                .append(json)
-                .build(),
-        )
-        .build()
-}
-
-/// Appends the text of [`message_from_json`]'s message to `out`, as it goes on the stream (the
-/// stream's default namespace is the component namespace).
+/// Appends the message that carries an event (given as its `trace` and JSON text) to `to`, as it
+/// goes on the stream (the stream's default namespace is the component namespace).
 pub fn render_message(out: &mut String, trace: &str, json: &str, to: &str, from: &str) {
     out.push_str("<message type='chat' id='");
     escape_attr_into(out, trace);
@@ -179,6 +155,28 @@ pub fn render_message(out: &mut String, trace: &str, json: &str, to: &str, from:
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::PresenceEvent;
+    use crate::xmpp::stanza::NS_COMPONENT;
+    use minidom::Element;
+
+    /// The message for an event given as its `trace` and JSON text, built as a tree: the
+    /// reference the rendered text is checked against.
+    fn message_from_json(trace: &str, json: &str, to: &str, from: &str) -> Element {
+        Element::builder("message", NS_COMPONENT)
+            .attr(crate::n!("type"), "chat")
+            .attr(crate::n!("id"), trace)
+            .attr(crate::n!("to"), to)
+            .attr(crate::n!("from"), from)
+            .append(Element::builder("body", NS_COMPONENT).append(BODY).build())
+            .append(
+                Element::builder("event", NS_FLUX)
+                    .attr(crate::n!("mime"), "application/json")
+                    .append(json)
+                    .build(),
+            )
+            .build()
+    }
+
     use crate::events::{Availability, EventArgs, Source};
 
     #[test]
@@ -196,10 +194,19 @@ mod tests {
                 resources: 1,
             },
         );
-        let m = message(&e, "world@example.org", "herald.example.org");
-        // Round trip through text, as the server user's client would see it.
-        let text = String::from(&m);
-        let back: Element = text.parse().unwrap();
+        // As it goes on the stream, parsed as the server user's client would.
+        let mut text = String::from("<stream xmlns='jabber:component:accept'>");
+        render_message(
+            &mut text,
+            &e.trace,
+            &e.to_json(),
+            "world@example.org",
+            "herald.example.org",
+        );
+        text.push_str("</stream>");
+        let root: Element = text.parse().unwrap();
+        let back = root.children().next().unwrap();
+        assert_eq!(back.ns(), NS_COMPONENT);
         assert_eq!(back.name(), "message");
         assert_eq!(back.attr("type"), Some("chat"));
         assert_eq!(back.attr("id"), Some(e.trace.as_str()));

@@ -3,11 +3,10 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use minidom::Element;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::iq_tracker::{IqError, IqTracker};
 
@@ -24,7 +23,6 @@ pub struct XmppHandle {
     tracker: IqTracker,
     jid: Arc<str>,
     counter: Arc<AtomicU64>,
-    request_timeout: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -40,18 +38,12 @@ pub struct Outbound {
 }
 
 impl XmppHandle {
-    pub fn new(
-        outbound: mpsc::Sender<Outbound>,
-        tracker: IqTracker,
-        jid: &str,
-        request_timeout: Duration,
-    ) -> Self {
+    pub fn new(outbound: mpsc::Sender<Outbound>, tracker: IqTracker, jid: &str) -> Self {
         XmppHandle {
             outbound,
             tracker,
             jid: jid.into(),
             counter: Arc::new(AtomicU64::new(0)),
-            request_timeout,
         }
     }
 
@@ -88,48 +80,14 @@ impl XmppHandle {
         format!("{prefix}-{}", self.counter.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// Sends an IQ (its `id` is set here) and waits for the answer, at most the request timeout.
-    pub async fn request(&self, iq: Element) -> Result<Element, IqError> {
-        self.start_request(iq).await?.await
-    }
-
     /// Queues an IQ (its `id` is set here) behind everything queued before it and returns the
     /// wait for its answer, with no timeout of its own: it ends with the answer, or with an error
-    /// when the connection is lost or herald stops. The caller decides how long to wait.
+    /// when the connection is lost or herald stops. The caller decides how long to wait (an XMPP
+    /// sink times out only its oldest batch, see `outbox::worker::run_pipelined`).
     pub async fn queue_request(
         &self,
-        iq: Element,
-    ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
-        let (_, answer) = self.queue(iq).await?;
-        Ok(async move { answer.await.unwrap_or(Err(IqError::Closed)) })
-    }
-
-    /// Queues an IQ (its `id` is set here) behind everything queued before it and returns the
-    /// wait for its answer, which ends at the latest after the request timeout (counted from now).
-    pub async fn start_request(
-        &self,
-        iq: Element,
-    ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
-        let (id, answer) = self.queue(iq).await?;
-        let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let tracker = self.tracker.clone();
-        Ok(async move {
-            match tokio::time::timeout_at(deadline, answer).await {
-                Ok(Ok(result)) => result,
-                Ok(Err(_)) => Err(IqError::Closed),
-                Err(_) => {
-                    tracker.forget(&id);
-                    Err(IqError::Timeout)
-                }
-            }
-        })
-    }
-
-    /// Sets the IQ's `id`, registers it with the tracker and queues the IQ.
-    async fn queue(
-        &self,
         mut iq: Element,
-    ) -> Result<(String, oneshot::Receiver<Result<Element, IqError>>), IqError> {
+    ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
         let id = self.next_id("herald");
         iq.set_attr(rxml::Namespace::NONE, crate::n!("id"), id.as_str());
         let answer = self.tracker.register(id.clone());
@@ -137,6 +95,6 @@ impl XmppHandle {
             self.tracker.forget(&id);
             return Err(IqError::Closed);
         }
-        Ok((id, answer))
+        Ok(async move { answer.await.unwrap_or(Err(IqError::Closed)) })
     }
 }

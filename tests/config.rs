@@ -233,7 +233,7 @@ fn unknown_keys_are_rejected_with_their_path() {
         errors.0,
         vec![ConfigProblem::new(
             "presence.chnages",
-            "unknown key (expected one of: source, changes, snapshot_timeout, snapshot)"
+            "unknown key (expected one of: source, changes, snapshot_timeout, snapshot, max_status_bytes)"
         )]
     );
 }
@@ -909,4 +909,26 @@ fn webhook_secrets_never_appear_in_debug_output() {
     let debug = format!("{settings:?}");
     assert!(!debug.contains("hmac-s3cret"), "{debug}");
     assert!(!debug.contains("t0ken"), "{debug}");
+}
+
+#[test]
+fn server_domains_default_to_the_parent_domain_and_are_validated() {
+    let s = ok(parse(
+        "[component]\njid = \"herald.Example.org\"\nsecret = \"s\"\n",
+    ));
+    assert_eq!(s.component.server_domains, vec!["example.org".to_owned()]);
+    let s = ok(parse(
+        "[component]\njid = \"herald.localhost\"\nsecret = \"s\"\nserver_domains = [\"A.example\", \"b.example\", \"a.example\"]\n",
+    ));
+    assert_eq!(
+        s.component.server_domains,
+        vec!["a.example".to_owned(), "b.example".to_owned()]
+    );
+    let errors = rejected(
+        "[component]\njid = \"herald.localhost\"\nsecret = \"s\"\nserver_domains = [\"user@example.org\"]\nmax_stanza_bytes = 10\n\n[presence]\nmax_status_bytes = 1\n",
+    );
+    let keys = keys(&errors);
+    assert!(keys.contains(&"component.server_domains[0]"), "{keys:?}");
+    assert!(keys.contains(&"component.max_stanza_bytes"), "{keys:?}");
+    assert!(keys.contains(&"presence.max_status_bytes"), "{keys:?}");
 }

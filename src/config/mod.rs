@@ -66,6 +66,14 @@ pub(super) const ENV_STRING_KEYS: &[&str] = &[
 pub(super) const ENV_SOURCE: &str = "`HERALD_` environment variable(s)";
 pub(super) const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 pub(super) const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Default and bounds of `component.max_stanza_bytes`.
+pub const DEFAULT_MAX_STANZA_BYTES: usize = 1024 * 1024;
+pub(super) const MIN_STANZA_BYTES: usize = 4096;
+pub(super) const MAX_STANZA_BYTES: usize = 16 * 1024 * 1024;
+/// Default and bounds of `presence.max_status_bytes`.
+pub const DEFAULT_MAX_STATUS_BYTES: usize = 1024;
+pub(super) const MIN_STATUS_BYTES: usize = 64;
+pub(super) const MAX_STATUS_BYTES: usize = 65536;
 /// Largest `batch_max` of a webhook sink.
 pub const MAX_WEBHOOK_BATCH: usize = 10_000;
 /// Longest sink name (it names the sink's queue in the store and appears in every log line).

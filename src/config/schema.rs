@@ -146,6 +146,15 @@ pub struct ComponentConfig {
     /// Default: `"60s"`. Example: `stable_after = "5m"`.
     #[serde(with = "humantime_serde")]
     pub stable_after: Duration,
+    /// The server's domains: only these may advertise XEP-0356 privileges to herald, and only
+    /// presences of their users are forwarded presences. Bare domains, at least one.
+    /// Default: the parent domain of `jid` (`herald.example.org` → `["example.org"]`).
+    /// Example: `server_domains = ["example.org", "chat.example.org"]`.
+    pub server_domains: Option<Vec<String>>,
+    /// Largest inbound stanza herald reads, in bytes (4096..=16777216); a larger one is skipped
+    /// with a WARN. Default: `1048576` (1 MiB, above Prosody's and ejabberd's own stanza limits).
+    /// Example: `max_stanza_bytes = 262144`.
+    pub max_stanza_bytes: usize,
 }
 
 impl Default for ComponentConfig {
@@ -161,6 +170,8 @@ impl Default for ComponentConfig {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             stable_after: Duration::from_secs(60),
+            server_domains: None,
+            max_stanza_bytes: DEFAULT_MAX_STANZA_BYTES,
         }
     }
 }
@@ -210,6 +221,9 @@ pub struct PresenceConfig {
     /// while herald was away) or `"never"` (ejabberd 23.01). Default: `"auto"`.
     /// Example: `snapshot = "always"`.
     pub snapshot: SnapshotMode,
+    /// Longest status text kept and forwarded, in bytes (64..=65536); a longer one is cut at a
+    /// character boundary. Default: `1024`. Example: `max_status_bytes = 512`.
+    pub max_status_bytes: usize,
 }
 
 impl Default for PresenceConfig {
@@ -219,6 +233,7 @@ impl Default for PresenceConfig {
             changes: Changes::default(),
             snapshot_timeout: Duration::from_secs(30),
             snapshot: SnapshotMode::default(),
+            max_status_bytes: DEFAULT_MAX_STATUS_BYTES,
         }
     }
 }

@@ -39,6 +39,10 @@ pub struct ComponentSettings {
     pub reconnect_max: Duration,
     /// Non-zero.
     pub stable_after: Duration,
+    /// Lowercase valid domains, at least one, no duplicates.
+    pub server_domains: Vec<String>,
+    /// In 4096..=16 MiB.
+    pub max_stanza_bytes: usize,
 }
 
 /// `[store]`, validated.
@@ -59,6 +63,8 @@ pub struct PresenceSettings {
     /// Non-zero.
     pub snapshot_timeout: Duration,
     pub snapshot: SnapshotMode,
+    /// In 64..=65536.
+    pub max_status_bytes: usize,
 }
 
 /// One `[[sinks.xmpp]]`, validated and resolved.
@@ -206,7 +212,15 @@ pub(super) fn component_settings(
         );
         timers_ok = false;
     }
-    let (jid, secret, server) = (jid?, secret?, server?);
+    if !(MIN_STANZA_BYTES..=MAX_STANZA_BYTES).contains(&raw.max_stanza_bytes) {
+        p.push(
+            "component.max_stanza_bytes",
+            format!("must be between {MIN_STANZA_BYTES} and {MAX_STANZA_BYTES}"),
+        );
+        timers_ok = false;
+    }
+    let server_domains = server_domains(raw.server_domains, jid.as_ref(), p);
+    let (jid, secret, server, server_domains) = (jid?, secret?, server?, server_domains?);
     timers_ok.then_some(ComponentSettings {
         jid,
         secret,
@@ -217,7 +231,49 @@ pub(super) fn component_settings(
         reconnect_min: raw.reconnect_min,
         reconnect_max: raw.reconnect_max,
         stable_after: raw.stable_after,
+        server_domains,
+        max_stanza_bytes: raw.max_stanza_bytes,
     })
+}
+
+/// `component.server_domains`, or the parent domain of `jid` when it is not set.
+fn server_domains(
+    raw: Option<Vec<String>>,
+    jid: Option<&BareJid>,
+    p: &mut Problems,
+) -> Option<Vec<String>> {
+    let key = "component.server_domains";
+    let Some(raw) = raw else {
+        return jid.map(|jid| vec![parent_domain(jid.domain().as_str())]);
+    };
+    if raw.is_empty() {
+        p.push(key, "must list at least one domain");
+        return None;
+    }
+    let mut domains: Vec<String> = Vec::with_capacity(raw.len());
+    let mut ok = true;
+    for (i, d) in raw.iter().enumerate() {
+        match domain_jid(&format!("{key}[{i}]"), d, p) {
+            Some(domain) => {
+                let domain = domain.domain().as_str().to_lowercase();
+                if !domains.contains(&domain) {
+                    domains.push(domain);
+                }
+            }
+            None => ok = false,
+        }
+    }
+    ok.then_some(domains)
+}
+
+/// `herald.example.org` → `example.org`: the usual host of a component's server. A name of one
+/// label (or `name.tld`) is its own parent, except `x.localhost` → `localhost`.
+pub fn parent_domain(jid: &str) -> String {
+    let jid = jid.to_lowercase();
+    match jid.split_once('.') {
+        Some((_, rest)) if rest.contains('.') || rest == "localhost" => rest.to_owned(),
+        _ => jid,
+    }
 }
 
 pub(super) fn store_settings(raw: StoreConfig, p: &mut Problems) -> Option<StoreSettings> {
@@ -259,7 +315,15 @@ pub(super) fn presence_settings(raw: PresenceConfig, p: &mut Problems) -> Option
         );
         ok = false;
     }
+    if !(MIN_STATUS_BYTES..=MAX_STATUS_BYTES).contains(&raw.max_status_bytes) {
+        p.push(
+            "presence.max_status_bytes",
+            format!("must be between {MIN_STATUS_BYTES} and {MAX_STATUS_BYTES}"),
+        );
+        ok = false;
+    }
     ok.then_some(PresenceSettings {
+        max_status_bytes: raw.max_status_bytes,
         source: raw.source,
         changes: raw.changes,
         snapshot_timeout: raw.snapshot_timeout,

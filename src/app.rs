@@ -1,11 +1,15 @@
 //! Wires the tasks together. [`run`] takes the shutdown signal as a future, so tests run the
 //! whole component in-process.
 //!
-//! Shutdown order: the connection stops dispatching inbound traffic and drops its event sender;
-//! the presence service drains what it already received, persists the resulting events into the
-//! outbox and flushes the store; the delivery workers send what is queued while deliveries
-//! succeed (what they cannot deliver stays in the outbox); once the last XMPP handle is gone the
-//! connection closes the stream.
+//! The owners: the connection (transport), the presence service (on a thread of its own), one
+//! delivery worker per sink, the IQ handlers (registered by namespace), and the rooms and
+//! messages owners (they drop what they get until herald acts on group chats).
+//!
+//! Shutdown order: the connection stops dispatching inbound traffic and drops its presence
+//! sender; the presence service drains what it already received, persists the resulting events
+//! into the outbox and flushes the store; the delivery workers send what is queued while
+//! deliveries succeed (what they cannot deliver stays in the outbox); then the connection writes
+//! what is still queued and closes the stream.
 
 use std::future::Future;
 use std::time::Duration;
@@ -18,17 +22,15 @@ use tracing::{error, info, warn};
 use crate::config::Settings;
 use crate::events::fanout::Fanout;
 use crate::outbox::worker::{self, Lane, Policy};
-use crate::presence::service::PresenceService;
+use crate::presence::query::PresenceReader;
+use crate::presence::service::{PresenceContext, PresenceService};
 use crate::sinks::webhook::WebhookSink;
 use crate::sinks::xmpp::{self as xmpp_sink, XmppSink};
 use crate::store::Store;
-use crate::xmpp::connection::{self, ConnectionError};
+use crate::xmpp::connection::{self, Connection, ConnectionError};
+use crate::xmpp::iq_handlers::{IqDispatcher, IqHandlers};
+use crate::xmpp::routes::{self, LinkStatus, PresenceInbound, Routes};
 use crate::xmpp::{IqTracker, XmppHandle};
-
-/// Capacity of the outbound stanza queue (all producers → connection task).
-const OUTBOUND_CAPACITY: usize = 4096;
-/// Capacity of the connection → presence service queue, in bursts of up to 256 events.
-const EVENTS_CAPACITY: usize = 64;
 /// How long each shutdown stage may take before herald stops waiting for it.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
 
@@ -52,7 +54,7 @@ pub enum RunError {
 /// receiver completes when the service has stopped (after its final flush).
 fn spawn_presence_thread(
     service: PresenceService,
-    events: mpsc::Receiver<Vec<crate::xmpp::connection::ConnectionEvent>>,
+    events: mpsc::Receiver<Vec<PresenceInbound>>,
 ) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -71,8 +73,27 @@ fn spawn_presence_thread(
     Ok(stopped)
 }
 
+/// What an embedding (a test, a future owner) can observe of a running herald.
+#[derive(Clone)]
+pub struct Observers {
+    /// The presence read handle.
+    pub presence: PresenceReader,
+    /// The connection status.
+    pub status: tokio::sync::watch::Receiver<LinkStatus>,
+}
+
 /// Runs herald until `shutdown` completes (then shuts down gracefully) or a fatal error occurs.
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), RunError> {
+    run_with(settings, IqHandlers::new(), shutdown, |_| {}).await
+}
+
+/// [`run`] with extra IQ handlers, and `started` called once with the [`Observers`].
+pub async fn run_with(
+    settings: Settings,
+    handlers: IqHandlers,
+    shutdown: impl Future<Output = ()>,
+    started: impl FnOnce(Observers),
+) -> Result<(), RunError> {
     let store = Store::open(
         &settings.store.path,
         settings.store.flush_interval.as_millis() as u64,
@@ -80,8 +101,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     )?;
     let jid = settings.component.jid.to_string();
     let iq_tracker = IqTracker::new();
-    let (out_tx, out_rx) = mpsc::channel(OUTBOUND_CAPACITY);
-    let handle = XmppHandle::new(out_tx, iq_tracker.clone(), &jid);
+    let (handle, queues) = XmppHandle::new(iq_tracker.clone(), &jid);
+    let (routes, inboxes) = Routes::new(IqDispatcher::new(handlers, handle.clone()));
 
     let workers_stop = CancellationToken::new();
     let mut workers = JoinSet::new();
@@ -117,21 +138,35 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         ));
         lanes.push(lane);
     }
-    // The connection closes the stream once every handle is gone, so this one is kept until the
-    // workers have stopped: herald with webhook sinks only must stay connected too.
-    let keep_open = handle;
-
-    let service =
-        PresenceService::new(store.clone(), &settings.presence, Fanout::new(lanes), &jid)?;
-    let (ev_tx, ev_rx) = mpsc::channel(EVENTS_CAPACITY);
+    let (service, reader) = PresenceService::new(
+        store.clone(),
+        PresenceContext {
+            settings: settings.presence.clone(),
+            server_domains: settings.component.server_domains.clone(),
+            fanout: Fanout::new(lanes),
+            handle: handle.clone(),
+        },
+    )?;
+    let presence = spawn_presence_thread(service, inboxes.presence).map_err(RunError::Thread)?;
+    // Group chats and other messages: nobody acts on them yet.
+    let rooms = tokio::spawn(routes::discard(inboxes.rooms, "rooms"));
+    let messages = tokio::spawn(routes::discard(inboxes.messages, "messages"));
+    started(Observers {
+        presence: reader,
+        status: inboxes.status,
+    });
     let reader_stop = CancellationToken::new();
-    let presence = spawn_presence_thread(service, ev_rx).map_err(RunError::Thread)?;
+    let close = CancellationToken::new();
     let mut conn = tokio::spawn(connection::run(
-        settings.component.clone(),
-        iq_tracker,
-        out_rx,
-        ev_tx,
+        Connection {
+            settings: settings.component.clone(),
+            tracker: iq_tracker,
+            queues,
+            handle,
+            routes,
+        },
         reader_stop.clone(),
+        close.clone(),
     ));
     info!(jid = %jid, server = %settings.component.server, sinks = workers.len(), "herald started");
 
@@ -156,7 +191,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         warn!("delivery workers did not finish within the shutdown deadline; undelivered events stay in the outbox");
         workers.abort_all();
     }
-    drop(keep_open);
+    close.cancel();
     let conn_result = match early {
         Some(r) => r,
         None => match tokio::time::timeout(STAGE_DEADLINE, &mut conn).await {
@@ -168,6 +203,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             }
         },
     };
+    rooms.abort();
+    messages.abort();
     store.flush().await?;
     match conn_result {
         Ok(r) => r?,

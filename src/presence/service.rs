@@ -1,24 +1,60 @@
-//! The presence service: the one task that owns the [`Tracker`] and the [`Privileges`] table.
+//! The presence service: the one owner of the [`Tracker`] and the [`Privileges`] table.
 //!
-//! It consumes [`ConnectionEvent`]s in stream order, applies them to the tracker, appends every
-//! change to the store's presence journal (so a restart neither loses transitions nor re-announces
-//! resources that stayed online), numbers the resulting events and hands them to the fan-out.
-//! At each login it opens a snapshot; the connection's `SnapshotDone` closes it, and resources the
-//! snapshot did not confirm are reported offline (`source: "resync"`).
+//! It consumes what the connection routes to it ([`PresenceInbound`]) in stream order, applies
+//! it to the tracker, numbers the resulting events, and persists them in one group commit: the
+//! events into every sink's outbox queue, then the table changes into the store's presence
+//! journal (so a restart neither loses transitions nor re-announces resources that stayed
+//! online). It answers [`PresenceReader`] queries between commits.
+//!
+//! **Trust.** Only the domains in `component.server_domains` may advertise privileges, and only
+//! their users' presences count, and only while that domain granted presence permission; the
+//! rest is ignored with a WARN (the first time per connection and domain) naming the key to set.
+//!
+//! **Snapshots.** At each login it opens a snapshot. A domain's advertisement starts that
+//! domain's probe ([`super::probe`]); once every probe of the connection is answered, the
+//! snapshot is complete and resources it did not confirm are reported offline
+//! (`source: "resync"`). `presence.snapshot_timeout` closes it if the answers never come.
+//!
+//! **Durability.** A commit whose outbox write fails keeps its events and table changes and is
+//! retried (ERROR each time, backing off up to 5 s); meanwhile nothing new is read, so the
+//! connection's reading pauses too. The table never records a change whose event is not in the
+//! outbox.
 
+use std::collections::HashSet;
 use std::time::Duration;
 
+use futures::stream::{FuturesUnordered, StreamExt};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::forwarded::{interpret, Ignored, TextLimits};
 use super::privileges::{missing_presence_help, Privileges};
-use super::tracker::{Outcome, StoreOp, Tracker};
+use super::probe::{ProbeAnswer, ProbeFuture, Probes};
+use super::query::{PresenceReader, PresenceStats, Query, ResourceView, TableView};
+use super::tracker::{Outcome, ResourceState, StoreOp, Tracker};
 use crate::config::{PresenceSettings, SnapshotMode};
 use crate::events::fanout::Fanout;
 use crate::events::{now_millis, PresenceEvent};
 use crate::store::{PresenceJournal, SeqAllocator, Store, StoreError};
-use crate::xmpp::connection::ConnectionEvent;
+use crate::xep::privilege::{Advertisement, PresencePerm, PrivilegeError};
+use crate::xmpp::inbound::PresenceStanza;
+use crate::xmpp::routes::PresenceInbound;
+use crate::xmpp::XmppHandle;
+
+/// Most events and table changes persisted in one group commit.
+const COMMIT_MAX: usize = 1024;
+/// Longest pause between two attempts of a commit whose outbox write failed.
+const COMMIT_RETRY_MAX: Duration = Duration::from_secs(5);
+
+/// What the service needs besides the store.
+pub struct PresenceContext {
+    pub settings: PresenceSettings,
+    /// `component.server_domains`, lowercase.
+    pub server_domains: Vec<String>,
+    pub fanout: Fanout,
+    pub handle: XmppHandle,
+}
 
 pub struct PresenceService {
     tracker: Tracker,
@@ -27,86 +63,124 @@ pub struct PresenceService {
     journal: PresenceJournal,
     seq: SeqAllocator,
     fanout: Fanout,
-    component_jid: String,
+    handle: XmppHandle,
+    server_domains: Vec<String>,
+    limits: TextLimits,
     epoch: u64,
     snapshot: SnapshotMode,
     snapshot_timeout: Duration,
-    /// When the open snapshot is closed even if the server's answer never comes.
+    /// When the open snapshot is closed even if the server's answers never come.
     snapshot_deadline: Option<Instant>,
+    /// When herald says the server sent no advertisement (reset at each login).
+    advert_deadline: Option<Instant>,
     /// A `<delay/>` presence arrived since the last login: the server does send snapshots.
     saw_snapshot: bool,
     /// What the server's software implies for `snapshot = "auto"` (from its disco#info).
     server_snapshot: SnapshotMode,
+    probes: Probes,
+    /// Domains already warned about on this connection.
+    warned: HashSet<String>,
+    stats: PresenceStats,
+    /// The seq of the last event committed (or of the previous run's last one).
+    committed_seq: u64,
     /// Numbered events not yet persisted (see [`PresenceService::commit`]).
     pending_events: Vec<PresenceEvent>,
     /// Table changes not yet persisted.
     pending_ops: Vec<StoreOp>,
+    queries: mpsc::Receiver<Query>,
 }
 
-/// Most events and table changes persisted in one group commit.
-const COMMIT_MAX: usize = 1024;
-
 impl PresenceService {
-    /// Restores the table persisted by the previous run.
-    pub fn new(
-        store: Store,
-        settings: &PresenceSettings,
-        fanout: Fanout,
-        component_jid: &str,
-    ) -> Result<Self, StoreError> {
+    /// Restores the table persisted by the previous run; returns the service and its read handle.
+    pub fn new(store: Store, ctx: PresenceContext) -> Result<(Self, PresenceReader), StoreError> {
         let mut journal = store.presence_journal()?;
         let table = journal.load()?;
         info!(
             resources = table.len(),
             "presence table restored from the store"
         );
-        Ok(PresenceService {
-            tracker: Tracker::restore(settings.changes, table),
+        let seq = store.seq_allocator()?;
+        let (reader, queries) = PresenceReader::new();
+        let service = PresenceService {
+            tracker: Tracker::restore(ctx.settings.changes, table),
             privileges: Privileges::default(),
-            seq: store.seq_allocator()?,
+            committed_seq: seq.last_issued(),
+            seq,
             journal,
             store,
-            fanout,
-            component_jid: component_jid.to_owned(),
+            fanout: ctx.fanout,
+            handle: ctx.handle,
+            server_domains: ctx.server_domains,
+            limits: TextLimits {
+                max_status_bytes: ctx.settings.max_status_bytes,
+            },
             epoch: 0,
-            snapshot: settings.snapshot,
-            snapshot_timeout: settings.snapshot_timeout,
+            snapshot: ctx.settings.snapshot,
+            snapshot_timeout: ctx.settings.snapshot_timeout,
             snapshot_deadline: None,
+            advert_deadline: None,
             saw_snapshot: false,
             server_snapshot: SnapshotMode::Auto,
+            probes: Probes::default(),
+            warned: HashSet::new(),
+            stats: PresenceStats::default(),
             pending_events: Vec::new(),
             pending_ops: Vec::new(),
-        })
+            queries,
+        };
+        Ok((service, reader))
     }
 
     /// Runs until the connection drops its sender (shutdown), then flushes the store.
     ///
-    /// Group commit: after each event it takes whatever else is already queued (up to
-    /// [`COMMIT_MAX`]), then persists the resulting events and table changes in one batch per
-    /// tree before waking the sinks. A quiet stream commits after every event.
-    pub async fn run(mut self, mut events: mpsc::Receiver<Vec<ConnectionEvent>>) {
+    /// Group commit: after each burst it takes whatever else is already queued (up to
+    /// [`COMMIT_MAX`]), then persists the resulting events and table changes before waking the
+    /// sinks. Inbound traffic is always taken before probe answers (`biased`), so a probe
+    /// answer is handled only once everything the connection read before it is applied.
+    pub async fn run(mut self, mut inbound: mpsc::Receiver<Vec<PresenceInbound>>) {
+        let mut answers: FuturesUnordered<ProbeFuture> = FuturesUnordered::new();
+        let mut queries_open = true;
         loop {
-            let deadline = self.snapshot_deadline;
-            let event = tokio::select! {
-                e = events.recv() => e,
-                _ = sleep_until_opt(deadline) => {
-                    warn!(timeout = ?self.snapshot_timeout, "the server did not confirm the end of its presence snapshot in time; closing it");
-                    self.finish_snapshot().await;
-                    self.commit();
-                    continue;
+            let snapshot_deadline = self.snapshot_deadline;
+            let advert_deadline = self.advert_deadline;
+            tokio::select! {
+                biased;
+                burst = inbound.recv() => {
+                    let Some(burst) = burst else { break };
+                    self.handle_all(burst, &mut answers).await;
+                    while self.pending_events.len() + self.pending_ops.len() < COMMIT_MAX {
+                        match inbound.try_recv() {
+                            Ok(burst) => self.handle_all(burst, &mut answers).await,
+                            Err(_) => break,
+                        }
+                    }
                 }
-            };
-            let Some(burst) = event else { break };
-            self.handle_all(burst).await;
-            while self.pending_events.len() + self.pending_ops.len() < COMMIT_MAX {
-                match events.try_recv() {
-                    Ok(burst) => self.handle_all(burst).await,
-                    Err(_) => break,
+                Some(answer) = answers.next(), if !answers.is_empty() => {
+                    // The connection queued everything it read before this answer first: take
+                    // all of it before acting on the answer.
+                    while let Ok(burst) = inbound.try_recv() {
+                        self.handle_all(burst, &mut answers).await;
+                    }
+                    self.on_probe_answer(answer);
+                }
+                query = self.queries.recv(), if queries_open => match query {
+                    Some(q) => self.answer(q),
+                    None => queries_open = false,
+                },
+                _ = sleep_until_opt(snapshot_deadline) => {
+                    warn!(timeout = ?self.snapshot_timeout, "the server did not confirm the end of its presence snapshot in time; closing it");
+                    self.finish_snapshot();
+                }
+                _ = sleep_until_opt(advert_deadline) => {
+                    self.advert_deadline = None;
+                    error!(jid = %self.handle.jid(), "the server sent no XEP-0356 privilege advertisement: herald sees no presence. Grant the component presence permission (see the README, 'Server configuration')");
                 }
             }
-            self.commit();
+            self.commit_until_done().await;
         }
-        self.commit();
+        if let Err(e) = self.commit() {
+            error!(events = self.pending_events.len(), changes = self.pending_ops.len(), error = %e, "cannot persist the last events at shutdown; they are lost");
+        }
         if let Err(e) = self.seq.release() {
             error!(error = %e, "saving the event sequence at shutdown failed");
         }
@@ -115,13 +189,24 @@ impl PresenceService {
         }
     }
 
+    /// Commits, retrying a failed outbox write with backoff until it succeeds.
+    async fn commit_until_done(&mut self) {
+        let mut delay = Duration::from_millis(100);
+        while let Err(e) = self.commit() {
+            error!(events = self.pending_events.len(), first_seq = self.pending_events.first().map(|e| e.seq), retry_in = ?delay, error = %e, "cannot persist events into the outbox; retrying (nothing new is read meanwhile)");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(COMMIT_RETRY_MAX);
+        }
+    }
+
     /// Persists the pending events into the outbox (and wakes the sinks), then the pending table
     /// changes. In that order, a crash in between can only repeat an event (the next snapshot
-    /// re-derives it), never lose one.
-    pub fn commit(&mut self) {
+    /// re-derives it), never lose one. When the outbox write fails, both stay pending.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
         if !self.pending_events.is_empty() {
-            if let Err(e) = self.fanout.publish_many(&self.pending_events) {
-                error!(events = self.pending_events.len(), first_seq = self.pending_events[0].seq, error = %e, "cannot persist events into the outbox");
+            self.fanout.publish_many(&self.pending_events)?;
+            if let Some(last) = self.pending_events.last() {
+                self.committed_seq = last.seq;
             }
             self.pending_events.clear();
         }
@@ -136,78 +221,143 @@ impl PresenceService {
                 }
             }
         }
+        Ok(())
     }
 
-    async fn handle_all(&mut self, burst: Vec<ConnectionEvent>) {
-        for event in burst {
-            self.handle(event).await;
+    async fn handle_all(
+        &mut self,
+        burst: Vec<PresenceInbound>,
+        answers: &mut FuturesUnordered<ProbeFuture>,
+    ) {
+        for item in burst {
+            match item {
+                PresenceInbound::Up { epoch } => self.on_up(epoch),
+                PresenceInbound::Privileges(adv) => {
+                    if let Some(probe) = self.on_privileges(adv).await {
+                        answers.push(probe);
+                    }
+                }
+                PresenceInbound::Presence(p) => self.on_presence(&p),
+                PresenceInbound::Down => {}
+            }
         }
     }
 
-    pub async fn handle(&mut self, event: ConnectionEvent) {
-        match event {
-            ConnectionEvent::Up { epoch } => {
-                self.epoch = epoch;
-                // Privileges belong to a connection: the server advertises them again.
-                self.privileges.clear();
-                self.saw_snapshot = false;
-                self.server_snapshot = SnapshotMode::Auto;
-                if self.snapshot != SnapshotMode::Never {
-                    self.tracker.begin_snapshot();
-                    self.snapshot_deadline = Some(Instant::now() + self.snapshot_timeout);
-                }
-            }
-            ConnectionEvent::Privileges(adv) => {
-                if self.privileges.get(&adv.server) != Some(&adv) {
-                    info!(server = %adv.server, ns = adv.ns.as_str(), presence = ?adv.presence, "privileges advertised");
-                }
-                if !matches!(
-                    adv.presence,
-                    crate::xep::privilege::PresencePerm::ManagedEntity
-                ) {
-                    error!(
-                        "{}",
-                        missing_presence_help(&adv.server, &self.component_jid)
-                    );
-                    // Without presence herald is blind: silence proves nothing about anyone.
-                    self.tracker.abandon_snapshot();
-                    self.snapshot_deadline = None;
-                }
-                self.privileges.update(adv);
-            }
-            ConnectionEvent::Presence {
-                from,
-                update,
-                delayed,
-            } => {
-                // Only the server forwards presences, and only for its own users: a remote
-                // user's directed presence to herald is not a user of this server.
-                if !self.privileges.has_presence(domain_of(&from)) {
-                    debug!(from = %from, "ignoring a presence from a domain without presence privileges");
-                    return;
-                }
-                self.saw_snapshot |= delayed;
-                if let Some(outcome) = self.tracker.apply(&from, update, delayed, now_millis()) {
-                    self.settle(outcome).await;
-                }
-            }
-            ConnectionEvent::SnapshotDone { epoch } => {
-                if epoch == self.epoch {
-                    self.finish_snapshot().await;
-                }
-            }
-            ConnectionEvent::ServerSoftware { domain, name } => {
-                let kind = SnapshotMode::for_server(&name);
-                info!(server = %domain, software = %name, snapshot = ?kind, "server identified");
-                self.server_snapshot = kind;
-            }
-            ConnectionEvent::Down => {}
+    fn on_up(&mut self, epoch: u64) {
+        self.epoch = epoch;
+        // Privileges belong to a connection: the server advertises them again.
+        self.privileges.clear();
+        self.probes.reset(epoch);
+        self.warned.clear();
+        self.saw_snapshot = false;
+        self.server_snapshot = SnapshotMode::Auto;
+        self.advert_deadline = Some(Instant::now() + self.snapshot_timeout);
+        if self.snapshot != SnapshotMode::Never {
+            self.tracker.begin_snapshot();
+            self.snapshot_deadline = Some(Instant::now() + self.snapshot_timeout);
         }
+    }
+
+    async fn on_privileges(
+        &mut self,
+        adv: Result<Advertisement, PrivilegeError>,
+    ) -> Option<ProbeFuture> {
+        let adv = match adv {
+            Ok(adv) => adv,
+            Err(e) => {
+                error!(error = %e, "the server's privilege advertisement could not be parsed");
+                return None;
+            }
+        };
+        let domain = adv.server.to_lowercase();
+        if !self.trusted(&domain) {
+            self.stats.foreign += 1;
+            warn!(from = %adv.server, server_domains = ?self.server_domains, "ignoring a privilege advertisement from a domain outside component.server_domains; if it is your server's domain, add it to component.server_domains");
+            return None;
+        }
+        self.advert_deadline = None;
+        if self.privileges.get(&domain) != Some(&adv) {
+            info!(server = %domain, ns = adv.ns.as_str(), presence = ?adv.presence, "privileges advertised");
+        }
+        if !matches!(adv.presence, PresencePerm::ManagedEntity) {
+            error!("{}", missing_presence_help(&domain, self.handle.jid()));
+            // Without presence herald is blind: silence proves nothing about anyone.
+            self.tracker.abandon_snapshot();
+            self.snapshot_deadline = None;
+            self.privileges.update(Advertisement {
+                server: domain,
+                ..adv
+            });
+            return None;
+        }
+        self.privileges.update(Advertisement {
+            server: domain.clone(),
+            ..adv
+        });
+        self.probes.probe(&self.handle, &domain).await
+    }
+
+    fn on_presence(&mut self, p: &PresenceStanza) {
+        let f = match interpret(p, self.limits) {
+            Ok(f) => f,
+            Err(Ignored::BadJid(why)) => {
+                self.stats.invalid_jids += 1;
+                debug!(
+                    from = p.from.as_deref().unwrap_or_default(),
+                    why, "ignoring a presence from an invalid JID"
+                );
+                return;
+            }
+            Err(why) => {
+                debug!(from = p.from.as_deref().unwrap_or_default(), why = ?why, "ignoring a presence that is not a user's availability");
+                return;
+            }
+        };
+        let domain = f.domain();
+        if !self.trusted(domain) {
+            self.stats.foreign += 1;
+            if self.warned.insert(domain.to_owned()) {
+                warn!(from = %f.from, server_domains = ?self.server_domains, "ignoring presences from a domain outside component.server_domains (first of them on this connection); if it is your server's domain, add it to component.server_domains");
+            }
+            return;
+        }
+        // Only the server forwards presences, and only for its own users.
+        if !self.privileges.has_presence(domain) {
+            debug!(from = %f.from, "ignoring a presence from a domain without presence privileges");
+            return;
+        }
+        self.saw_snapshot |= f.delayed;
+        if let Some(outcome) = self
+            .tracker
+            .apply(&f.from, f.update, f.delayed, now_millis())
+        {
+            self.settle(outcome);
+        }
+    }
+
+    fn on_probe_answer(&mut self, answer: ProbeAnswer) {
+        if !self.probes.answered(&answer) {
+            return;
+        }
+        if let Some(name) = &answer.software {
+            let kind = SnapshotMode::for_server(name);
+            info!(server = %answer.domain, software = %name, snapshot = ?kind, "server identified");
+            self.server_snapshot = kind;
+        }
+        if answer.snapshot_end && self.probes.outstanding() == 0 {
+            self.finish_snapshot();
+        }
+    }
+
+    fn trusted(&self, domain: &str) -> bool {
+        self.server_domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(domain))
     }
 
     /// Closes the open snapshot: resources it did not confirm went offline while herald was
     /// away, unless the server evidently sends no snapshots (see [`SnapshotMode`]).
-    async fn finish_snapshot(&mut self) {
+    fn finish_snapshot(&mut self) {
         self.snapshot_deadline = None;
         if !self.tracker.in_snapshot() {
             return;
@@ -231,12 +381,12 @@ impl PresenceService {
             "presence snapshot complete"
         );
         for o in outcomes {
-            self.settle(o).await;
+            self.settle(o);
         }
     }
 
     /// Numbers an outcome's event and stages it, with its table change, for the next commit.
-    async fn settle(&mut self, outcome: Outcome) {
+    fn settle(&mut self, outcome: Outcome) {
         if let Some((source, args)) = outcome.event {
             match self.seq.next_seq() {
                 Ok(seq) => {
@@ -253,27 +403,43 @@ impl PresenceService {
             self.pending_ops.push(outcome.store);
         }
     }
+
+    /// Answers a read-handle query (only between commits: nothing is pending).
+    fn answer(&mut self, query: Query) {
+        let view = |resources: Vec<(String, ResourceState)>| TableView {
+            seq: self.committed_seq,
+            resources: resources.into_iter().map(resource_view).collect(),
+        };
+        match query {
+            Query::User { bare, reply } => {
+                let _ = reply.send(view(self.tracker.user(&bare)));
+            }
+            Query::Table { reply } => {
+                let _ = reply.send(view(self.tracker.iter().collect()));
+            }
+            Query::Stats { reply } => {
+                let _ = reply.send(PresenceStats {
+                    online: self.tracker.len(),
+                    ..self.stats
+                });
+            }
+        }
+    }
+}
+
+fn resource_view((jid, state): (String, ResourceState)) -> ResourceView {
+    ResourceView {
+        jid,
+        show: state.show.map(String::from),
+        status: state.status.map(String::from),
+        priority: state.priority,
+        since_ms: state.since_ms,
+    }
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {
     match deadline {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// `user@domain/resource` → `domain`.
-fn domain_of(jid: &str) -> &str {
-    let bare = jid.split('/').next().unwrap_or(jid);
-    bare.rsplit('@').next().unwrap_or(bare)
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn domain_of_full_and_bare_jids() {
-        assert_eq!(super::domain_of("alice@example.org/phone"), "example.org");
-        assert_eq!(super::domain_of("alice@example.org"), "example.org");
-        assert_eq!(super::domain_of("example.org/x"), "example.org");
     }
 }

@@ -277,11 +277,6 @@ impl Tracker {
         tracker
     }
 
-    /// Which changes produce an event.
-    pub fn changes(&self) -> Changes {
-        self.changes
-    }
-
     /// Applies a forwarded presence. `delayed`: it carried `<delay/>` (part of a server snapshot).
     /// `None` when nothing changed at all (a duplicate, or unavailable for an unknown resource).
     pub fn apply(
@@ -311,9 +306,8 @@ impl Tracker {
         }
     }
 
-    /// Removes a resource that herald found gone by itself (e.g. [`Source::Liveness`]: a ping to
-    /// the full JID failed). `None` if it was not online.
-    pub fn remove(&mut self, full_jid: &str, source: Source) -> Option<Outcome> {
+    /// Removes a resource; `None` if it was not online.
+    fn remove(&mut self, full_jid: &str, source: Source) -> Option<Outcome> {
         let (bare, resource) = split_jid(full_jid);
         let entries = self.users.get_mut(bare)?;
         let index = entries.iter().position(|e| e.resource() == resource)?;
@@ -408,13 +402,24 @@ impl Tracker {
     }
 
     /// The state of an online resource.
-    pub fn get(&self, full_jid: &str) -> Option<ResourceState> {
+    #[cfg(test)]
+    fn get(&self, full_jid: &str) -> Option<ResourceState> {
         let (bare, resource) = split_jid(full_jid);
         self.users
             .get(bare)?
             .iter()
             .find(|e| e.resource() == resource)
             .map(Entry::state)
+    }
+
+    /// The online resources of a bare JID as (full JID, state), in no particular order.
+    pub fn user(&self, bare_jid: &str) -> Vec<(String, ResourceState)> {
+        self.users.get(bare_jid).map_or_else(Vec::new, |entries| {
+            entries
+                .iter()
+                .map(|e| (join_jid(bare_jid, e.resource()), e.state()))
+                .collect()
+        })
     }
 
     /// Number of online resources.

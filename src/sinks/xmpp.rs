@@ -118,7 +118,7 @@ impl Pipelined for XmppSink {
         Ok(Box::pin(async move {
             match answer.await {
                 // Any answer, even an error, means the server processed everything sent before it.
-                Ok(_) | Err(IqError::Error { .. }) => Ok(()),
+                Ok(_) | Err(IqError::Stanza(_)) => Ok(()),
                 Err(e) => Err(e.to_string()),
             }
         }))

@@ -181,6 +181,12 @@ pub struct SeqAllocator {
 }
 
 impl SeqAllocator {
+    /// The last number handed out (by this run, or by the previous one if this run has handed
+    /// out none yet); 0 before the first.
+    pub fn last_issued(&self) -> u64 {
+        self.next.saturating_sub(1)
+    }
+
     pub fn next_seq(&mut self) -> Result<u64, StoreError> {
         if self.next > self.ceiling {
             let ceiling = self.ceiling.max(self.next - 1) + SEQ_BLOCK;

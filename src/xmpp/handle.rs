@@ -1,7 +1,7 @@
-//! The cloneable front end of the connection task.
+//! The cloneable front end of the connection: what every owner holds to send stanzas and to
+//! await answers to its IQs.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,24 +10,23 @@ use tokio::sync::mpsc;
 
 use super::iq_tracker::{IqError, IqTracker};
 
-/// Sends stanzas through the one connection task and awaits answers to IQs.
+/// Which of the writer's two queues a stanza joins.
 ///
-/// Stanzas travel as XML text, rendered by the sender, so the connection's writer only writes.
-/// Outbound channel: every task that emits stanzas sends; the connection's writer receives. It is
-/// bounded: when full (the server is slow or herald is reconnecting) senders wait, which slows the
-/// producers instead of growing memory. Stanzas queued while disconnected go out after the
-/// reconnect.
-#[derive(Clone)]
-pub struct XmppHandle {
-    outbound: mpsc::Sender<Outbound>,
-    tracker: IqTracker,
-    jid: Arc<str>,
-    counter: Arc<AtomicU64>,
+/// The writer always empties [`Lane::Priority`] first: IQ answers, keepalive and snapshot pings
+/// and other control stanzas never wait behind bulk sink traffic (up to 50 000 events ahead).
+/// Each lane keeps its own order; there is no order between the lanes, so a stanza whose meaning
+/// depends on what was sent before it (the ping that acknowledges a batch of messages) goes on
+/// the same lane as those.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    Priority,
+    Bulk,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("the connection task has stopped")]
-pub struct Closed;
+/// Capacity of the priority lane, in stanzas.
+pub const PRIORITY_CAPACITY: usize = 1024;
+/// Capacity of the bulk lane, in pieces (an XMPP sink hands over about 32 KiB per piece).
+pub const BULK_CAPACITY: usize = 4096;
 
 /// A queued piece of the outbound stream.
 #[derive(Debug)]
@@ -37,14 +36,47 @@ pub struct Outbound {
     pub xml: Bytes,
 }
 
+/// The writer's ends of both lanes; they outlive connections, so what was queued while
+/// disconnected goes out after the reconnect (unless it belongs to an older generation).
+pub struct OutboundQueues {
+    pub priority: mpsc::Receiver<Outbound>,
+    pub bulk: mpsc::Receiver<Outbound>,
+}
+
+/// Sends stanzas through the connection and awaits answers to IQs.
+///
+/// Stanzas travel as XML text, rendered by the sender, so the connection's writer only writes.
+/// Both lanes are bounded (every owner sends, the connection's writer receives): when one is full
+/// (the server is slow or herald is reconnecting) its senders wait, which slows the producers
+/// instead of growing memory.
+#[derive(Clone)]
+pub struct XmppHandle {
+    priority: mpsc::Sender<Outbound>,
+    bulk: mpsc::Sender<Outbound>,
+    tracker: IqTracker,
+    jid: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the connection task has stopped")]
+pub struct Closed;
+
 impl XmppHandle {
-    pub fn new(outbound: mpsc::Sender<Outbound>, tracker: IqTracker, jid: &str) -> Self {
-        XmppHandle {
-            outbound,
+    /// A handle and the writer's ends of its lanes.
+    pub fn new(tracker: IqTracker, jid: &str) -> (Self, OutboundQueues) {
+        let (priority, priority_rx) = mpsc::channel(PRIORITY_CAPACITY);
+        let (bulk, bulk_rx) = mpsc::channel(BULK_CAPACITY);
+        let handle = XmppHandle {
+            priority,
+            bulk,
             tracker,
             jid: jid.into(),
-            counter: Arc::new(AtomicU64::new(0)),
-        }
+        };
+        let queues = OutboundQueues {
+            priority: priority_rx,
+            bulk: bulk_rx,
+        };
+        (handle, queues)
     }
 
     /// The component's JID: the `from` of everything herald sends.
@@ -52,21 +84,32 @@ impl XmppHandle {
         &self.jid
     }
 
-    /// Queues a stanza for sending.
-    pub async fn send(&self, stanza: Element) -> Result<(), Closed> {
-        self.send_text(Bytes::from(String::from(&stanza))).await
+    /// Queues a stanza on `lane`.
+    pub async fn send(&self, lane: Lane, stanza: &Element) -> Result<(), Closed> {
+        self.send_text_on(lane, Bytes::from(String::from(stanza)))
+            .await
     }
 
-    /// Queues stanzas already rendered as XML text: one or more complete top-level elements
-    /// with every namespace they use declared (the stream's default is `jabber:component:accept`).
-    /// They go out on the current connection or, if it is down, on the next one; stanzas queued
-    /// before a connection was lost are dropped with it (see [`IqTracker::generation`]).
+    /// Queues bulk stanzas already rendered as XML text: one or more complete top-level
+    /// elements with every namespace they use declared (the stream's default is
+    /// `jabber:component:accept`). They go out on the current connection or, if it is down, on
+    /// the next one; stanzas queued before a connection was lost are dropped with it (see
+    /// [`IqTracker::generation`]).
     pub async fn send_text(&self, xml: Bytes) -> Result<(), Closed> {
+        self.send_text_on(Lane::Bulk, xml).await
+    }
+
+    /// Queues rendered XML text on `lane` (see [`XmppHandle::send_text`]).
+    pub async fn send_text_on(&self, lane: Lane, xml: Bytes) -> Result<(), Closed> {
         let item = Outbound {
             generation: self.tracker.generation(),
             xml,
         };
-        self.outbound.send(item).await.map_err(|_| Closed)
+        let queue = match lane {
+            Lane::Priority => &self.priority,
+            Lane::Bulk => &self.bulk,
+        };
+        queue.send(item).await.map_err(|_| Closed)
     }
 
     /// The current connection generation: a sink compares it before and after sending a batch
@@ -75,26 +118,30 @@ impl XmppHandle {
         self.tracker.generation()
     }
 
-    /// A fresh stanza id, unique within this process.
-    pub fn next_id(&self, prefix: &str) -> String {
-        format!("{prefix}-{}", self.counter.fetch_add(1, Ordering::Relaxed))
-    }
-
-    /// Queues an IQ (its `id` is set here) behind everything queued before it and returns the
-    /// wait for its answer, with no timeout of its own: it ends with the answer, or with an error
-    /// when the connection is lost or herald stops. The caller decides how long to wait (an XMPP
-    /// sink times out only its oldest batch, see `outbox::worker::run_pipelined`).
-    pub async fn queue_request(
+    /// Queues an IQ on `lane` (its `id` is set here, random; its `to` must be set: only an
+    /// answer from that JID counts) and returns the wait for its answer, with no deadline of its
+    /// own: it ends with the answer, or with an error when the connection is lost or herald
+    /// stops. The caller decides how long to wait.
+    pub async fn request(
         &self,
+        lane: Lane,
         mut iq: Element,
     ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
-        let id = self.next_id("herald");
+        let to = iq.attr("to").unwrap_or_default().to_owned();
+        let (id, answer) = self.tracker.register(&to);
         iq.set_attr(rxml::Namespace::NONE, crate::n!("id"), id.as_str());
-        let answer = self.tracker.register(id.clone());
-        if self.send(iq).await.is_err() {
+        if self.send(lane, &iq).await.is_err() {
             self.tracker.forget(&id);
             return Err(IqError::Closed);
         }
         Ok(async move { answer.await.unwrap_or(Err(IqError::Closed)) })
+    }
+
+    /// [`XmppHandle::request`] on the bulk lane, behind the bulk stanzas queued before it.
+    pub async fn queue_request(
+        &self,
+        iq: Element,
+    ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
+        self.request(Lane::Bulk, iq).await
     }
 }

@@ -1,15 +1,17 @@
-//! The XMPP side: one task owns the XEP-0114 stream ([`connection`]); everyone else holds an
-//! [`XmppHandle`]. Inbound stanzas are read as [`inbound::Stanza`]s (presences straight into
-//! their fields) and classified by the pure [`router`]; answers to herald's own
-//! requests go to the [`iq_tracker`]; [`disco`] answers the IQs addressed to herald itself.
+//! The XMPP side: one task owns the XEP-0114 stream ([`connection`]), a transport only;
+//! everyone else holds an [`XmppHandle`]. Inbound stanzas are read as [`inbound::Stanza`]s
+//! (presences straight into their fields), classified by the pure [`router`] and handed to
+//! their owners ([`routes`]): IQ requests to the handlers registered by namespace
+//! ([`iq_handlers`]), answers to herald's own requests to the [`iq_tracker`].
 
 pub mod connection;
-pub mod disco;
 pub mod handle;
 pub mod inbound;
+pub mod iq_handlers;
 pub mod iq_tracker;
 pub mod router;
+pub mod routes;
 pub mod stanza;
 
-pub use handle::XmppHandle;
+pub use handle::{Lane, XmppHandle};
 pub use iq_tracker::{IqError, IqTracker};

@@ -1,43 +1,44 @@
-//! Pure classification of inbound top-level elements. No I/O, no state: the connection task asks
-//! [`classify`] what a stanza is and hands it to its owner.
+//! Pure classification of inbound top-level elements. No I/O, no state: the connection asks
+//! [`classify`] what a stanza is and hands it to the owner of that kind (see
+//! [`super::routes`]). It decides by shape only; whether a sender is trusted is the owner's
+//! business (the presence owner checks `component.server_domains`).
 
 use minidom::Element;
 
 use super::inbound::{PresenceStanza, Stanza};
 
-use crate::presence::tracker::Update;
 use crate::xep::privilege::{parse_advertisement, Advertisement, PrivilegeError};
 use crate::xmpp::stanza::{NS_COMPONENT, NS_STREAMS, NS_STREAM_ERRORS};
 
-/// What an inbound element is, as far as herald cares.
+/// What an inbound element is, and so who owns it.
 #[derive(Debug)]
-pub enum Inbound<'a> {
+pub enum Inbound {
     /// `<stream:error/>`: the server is closing the stream; `condition` e.g. `conflict`.
     StreamError {
         condition: String,
         text: Option<String>,
     },
-    /// A XEP-0356 privilege advertisement.
-    Privileges(Advertisement),
-    /// A `<privilege/>` message that herald could not parse.
-    BadPrivileges(PrivilegeError),
-    /// A user's presence forwarded under XEP-0356: `from` is the full JID.
-    ForwardedPresence {
-        from: &'a str,
-        update: Update,
-        /// Carried `<delay/>`: part of the server's snapshot after a (re)connect.
-        delayed: bool,
-    },
-    /// An `<iq type='result|error'/>`: the answer to one of herald's own requests.
-    IqResponse { id: &'a str },
-    /// An `<iq type='get|set'/>` addressed to herald; must be answered exactly once.
+    /// A XEP-0356 privilege advertisement (or one herald could not read) → presence owner.
+    Privileges(Result<Advertisement, PrivilegeError>),
+    /// A presence that may be a user's, forwarded under XEP-0356 → presence owner.
+    UserPresence,
+    /// A MUC occupant presence (`<x xmlns='…muc#user'/>`) or a presence error (a room's answer
+    /// to a join) → rooms owner.
+    MucPresence,
+    /// `<message type='groupchat'/>` → rooms owner.
+    Groupchat,
+    /// Any other `<message/>` (chat, normal, headline, error) → messages owner.
+    Message,
+    /// An `<iq type='get|set'/>` addressed to herald → IQ handlers; answered exactly once.
     IqRequest,
-    /// Anything herald does not act on (yet): MUC traffic, chat messages, errors to its messages.
+    /// An `<iq type='result|error'/>`: the answer to one of herald's own requests → IQ tracker.
+    IqResponse,
+    /// Anything else herald does not act on.
     Other(&'static str),
 }
 
 /// Classifies one top-level element read from the component stream.
-pub fn classify(stanza: &Stanza) -> Inbound<'_> {
+pub fn classify(stanza: &Stanza) -> Inbound {
     match stanza {
         Stanza::Presence(p) => classify_presence(p),
         Stanza::Other(el) => classify_element(el),
@@ -45,7 +46,7 @@ pub fn classify(stanza: &Stanza) -> Inbound<'_> {
 }
 
 /// Classifies a top-level element that is not a `<presence/>` of the stream's namespace.
-pub fn classify_element(el: &Element) -> Inbound<'_> {
+pub fn classify_element(el: &Element) -> Inbound {
     if el.ns() == NS_STREAMS && el.name() == "error" {
         return stream_error(el);
     }
@@ -54,22 +55,20 @@ pub fn classify_element(el: &Element) -> Inbound<'_> {
     }
     match el.name() {
         "iq" => match el.attr("type") {
-            Some("result") | Some("error") => Inbound::IqResponse {
-                id: el.attr("id").unwrap_or_default(),
-            },
+            Some("result") | Some("error") => Inbound::IqResponse,
             Some("get") | Some("set") => Inbound::IqRequest,
             _ => Inbound::Other("iq with invalid type"),
         },
         "message" => match parse_advertisement(el) {
-            Some(Ok(adv)) => Inbound::Privileges(adv),
-            Some(Err(e)) => Inbound::BadPrivileges(e),
-            None => Inbound::Other("message"),
+            Some(adv) => Inbound::Privileges(adv),
+            None if el.attr("type") == Some("groupchat") => Inbound::Groupchat,
+            None => Inbound::Message,
         },
         _ => Inbound::Other("unknown element"),
     }
 }
 
-fn stream_error(el: &Element) -> Inbound<'_> {
+fn stream_error(el: &Element) -> Inbound {
     let condition = el
         .children()
         .find(|c| c.ns() == NS_STREAM_ERRORS && c.name() != "text")
@@ -82,43 +81,13 @@ fn stream_error(el: &Element) -> Inbound<'_> {
     Inbound::StreamError { condition, text }
 }
 
-/// Classifies a `<presence/>`.
-pub fn classify_presence(p: &PresenceStanza) -> Inbound<'_> {
-    let Some(from) = p.from.as_deref() else {
-        return Inbound::Other("presence without from");
-    };
-    // MUC occupant presences also come from a full JID; they are herald's own room traffic.
-    if p.muc_user {
-        return Inbound::Other("muc presence");
-    }
-    // A forwarded presence comes from a user's full JID: node@domain/resource.
-    let Some((bare, resource)) = from.split_once('/') else {
-        return Inbound::Other("presence from a bare jid");
-    };
-    if resource.is_empty() || !bare.contains('@') {
-        return Inbound::Other("presence not from a user resource");
-    }
-    let update = match p.kind.as_deref() {
-        None | Some("available") => {
-            let non_empty = |t: &Option<String>| t.clone().filter(|t| !t.is_empty());
-            Update::Available {
-                show: non_empty(&p.show),
-                status: non_empty(&p.status),
-                priority: p
-                    .priority
-                    .as_deref()
-                    .and_then(|t| t.trim().parse::<i8>().ok())
-                    .unwrap_or(0),
-            }
-        }
-        Some("unavailable") => Update::Unavailable,
-        // probe, subscribe, error…: not a change of availability.
-        Some(_) => return Inbound::Other("presence of another type"),
-    };
-    Inbound::ForwardedPresence {
-        from,
-        update,
-        delayed: p.delayed,
+/// Classifies a `<presence/>`: MUC traffic (occupant presences, and errors, which is how a room
+/// refuses a join) goes to the rooms, everything else to the presence owner.
+pub fn classify_presence(p: &PresenceStanza) -> Inbound {
+    if p.muc_user || p.kind.as_deref() == Some("error") {
+        Inbound::MucPresence
+    } else {
+        Inbound::UserPresence
     }
 }
 
@@ -129,64 +98,34 @@ mod tests {
     use crate::xmpp::inbound::tests::parse;
 
     #[test]
-    fn prosody_snapshot_presence_is_delayed_and_available() {
-        let el = parse(
-            r#"<presence id='6e1a' xml:lang='en' to='push.localhost' from='carol@localhost/harness'><show>dnd</show><status>carol was online first</status><c hash='sha-1' ver='x' node='n' xmlns='http://jabber.org/protocol/caps'/><x xmlns='vcard-temp:x:update'><photo/></x><delay from='localhost' xmlns='urn:xmpp:delay' stamp='2026-11-22T04:19:40Z'/></presence>"#,
-        );
-        match classify(&el) {
-            Inbound::ForwardedPresence {
-                from,
-                update,
-                delayed,
-            } => {
-                assert_eq!(from, "carol@localhost/harness");
-                assert!(delayed);
-                assert_eq!(
-                    update,
-                    Update::Available {
-                        show: Some("dnd".into()),
-                        status: Some("carol was online first".into()),
-                        priority: 0
-                    }
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn server_made_unavailable_is_live() {
-        let el = parse(
+    fn forwarded_presences_go_to_the_presence_owner() {
+        for xml in [
+            r#"<presence id='6e1a' xml:lang='en' to='push.localhost' from='carol@localhost/harness'><show>dnd</show><c hash='sha-1' ver='x' node='n' xmlns='http://jabber.org/protocol/caps'/><delay from='localhost' xmlns='urn:xmpp:delay' stamp='2026-11-22T04:19:40Z'/></presence>"#,
             "<presence from='bob@localhost/harness' to='push.localhost' type='unavailable'/>",
-        );
-        assert!(matches!(
-            classify(&el),
-            Inbound::ForwardedPresence {
-                update: Update::Unavailable,
-                delayed: false,
-                ..
-            }
-        ));
-    }
-
-    #[test]
-    fn muc_presence_and_bare_room_presence_are_not_user_presence() {
-        let occupant = parse("<presence from='harness@muc.localhost/pushbot' to='push.localhost'><x xmlns='http://jabber.org/protocol/muc#user'><item jid='push.localhost' role='participant' affiliation='none'/><status code='110'/></x></presence>");
-        assert!(matches!(classify(&occupant), Inbound::Other(_)));
-        let room = parse("<presence to='push.localhost' from='harness@muc.localhost' id='1'/>");
-        assert!(matches!(classify(&room), Inbound::Other(_)));
-    }
-
-    #[test]
-    fn bad_priority_defaults_to_zero() {
-        let el = parse("<presence from='a@b/c'><priority>999</priority></presence>");
-        match classify(&el) {
-            Inbound::ForwardedPresence {
-                update: Update::Available { priority, .. },
-                ..
-            } => assert_eq!(priority, 0),
-            other => panic!("{other:?}"),
+        ] {
+            assert!(
+                matches!(classify(&parse(xml)), Inbound::UserPresence),
+                "{xml}"
+            );
         }
+    }
+
+    #[test]
+    fn muc_presences_and_presence_errors_go_to_the_rooms() {
+        let occupant = parse("<presence from='harness@muc.localhost/pushbot' to='push.localhost'><x xmlns='http://jabber.org/protocol/muc#user'><item jid='push.localhost' role='participant' affiliation='none'/><status code='110'/></x></presence>");
+        assert!(matches!(classify(&occupant), Inbound::MucPresence));
+        let refused = parse("<presence from='closed@muc.localhost/herald' to='push.localhost' type='error'><error type='auth'><registration-required xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>");
+        assert!(matches!(classify(&refused), Inbound::MucPresence));
+    }
+
+    #[test]
+    fn messages_are_split_by_kind() {
+        let groupchat = parse("<message type='groupchat' from='room@muc.localhost/alice' to='push.localhost'><body>hi</body></message>");
+        assert!(matches!(classify(&groupchat), Inbound::Groupchat));
+        let chat = parse("<message type='chat' from='alice@localhost/x' to='push.localhost'><body>hi</body></message>");
+        assert!(matches!(classify(&chat), Inbound::Message));
+        let adv = parse("<message from='localhost' to='push.localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/><perm access='presence' type='managed_entity'/></privilege></message>");
+        assert!(matches!(classify(&adv), Inbound::Privileges(Ok(_))));
     }
 
     #[test]
@@ -205,7 +144,11 @@ mod tests {
     fn iqs_are_split_by_type() {
         assert!(matches!(
             classify(&parse("<iq type='result' id='k1' from='localhost'/>")),
-            Inbound::IqResponse { id: "k1" }
+            Inbound::IqResponse
+        ));
+        assert!(matches!(
+            classify(&parse("<iq type='error' id='k1' from='localhost'/>")),
+            Inbound::IqResponse
         ));
         assert!(matches!(
             classify(&parse(
@@ -217,11 +160,5 @@ mod tests {
             classify(&parse("<iq type='bogus' id='k3'/>")),
             Inbound::Other(_)
         ));
-    }
-
-    #[test]
-    fn prosody_advertisement_is_privileges() {
-        let el = parse("<message from='localhost' to='push.localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/><perm access='presence' type='managed_entity'/></privilege></message>");
-        assert!(matches!(classify(&el), Inbound::Privileges(_)));
     }
 }

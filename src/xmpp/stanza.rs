@@ -77,6 +77,120 @@ pub fn error_condition(stanza: &Element) -> Option<&str> {
         .map(|c| c.name())
 }
 
+/// The `type` of a stanza error (RFC 6120 §8.3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorType {
+    Auth,
+    Cancel,
+    Continue,
+    Modify,
+    Wait,
+}
+
+impl ErrorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorType::Auth => "auth",
+            ErrorType::Cancel => "cancel",
+            ErrorType::Continue => "continue",
+            ErrorType::Modify => "modify",
+            ErrorType::Wait => "wait",
+        }
+    }
+
+    /// An unknown or missing type counts as `cancel` (the error is final).
+    fn parse(value: Option<&str>) -> ErrorType {
+        match value {
+            Some("auth") => ErrorType::Auth,
+            Some("continue") => ErrorType::Continue,
+            Some("modify") => ErrorType::Modify,
+            Some("wait") => ErrorType::Wait,
+            _ => ErrorType::Cancel,
+        }
+    }
+}
+
+/// A stanza error: its type, defined condition and optional text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{condition} ({}){}", kind.as_str(), text.as_deref().map(|t| format!(": {t}")).unwrap_or_default())]
+pub struct StanzaError {
+    pub kind: ErrorType,
+    /// E.g. `item-not-found`; `undefined-condition` when the error names none.
+    pub condition: String,
+    pub text: Option<String>,
+}
+
+/// Longest error text herald keeps from a peer's error.
+const MAX_ERROR_TEXT: usize = 256;
+
+impl StanzaError {
+    pub fn new(kind: ErrorType, condition: &str) -> Self {
+        StanzaError {
+            kind,
+            condition: condition.to_owned(),
+            text: None,
+        }
+    }
+
+    pub fn with_text(mut self, text: impl Into<String>) -> Self {
+        self.text = Some(text.into());
+        self
+    }
+
+    pub fn service_unavailable() -> Self {
+        StanzaError::new(ErrorType::Cancel, "service-unavailable")
+    }
+
+    pub fn bad_request(text: &str) -> Self {
+        StanzaError::new(ErrorType::Modify, "bad-request").with_text(text)
+    }
+
+    /// Reads the `<error/>` of an error stanza (a missing one reads as `undefined-condition`).
+    pub fn from_stanza(stanza: &Element) -> Self {
+        let error = stanza.children().find(|c| c.name() == "error");
+        let kind = ErrorType::parse(error.and_then(|e| e.attr("type")));
+        let condition = error_condition(stanza)
+            .unwrap_or("undefined-condition")
+            .to_owned();
+        let text = error
+            .and_then(|e| {
+                e.children()
+                    .find(|c| c.ns() == NS_STANZA_ERRORS && c.name() == "text")
+            })
+            .map(|t| {
+                let mut t = t.text();
+                if t.len() > MAX_ERROR_TEXT {
+                    let mut cut = MAX_ERROR_TEXT;
+                    while !t.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    t.truncate(cut);
+                }
+                t
+            });
+        StanzaError {
+            kind,
+            condition,
+            text,
+        }
+    }
+
+    /// The `<error/>` element (in the stream's namespace) that carries this error.
+    pub fn to_element(&self) -> Element {
+        let mut b = Element::builder("error", NS_COMPONENT)
+            .attr(crate::n!("type"), self.kind.as_str())
+            .append(Element::builder(self.condition.as_str(), NS_STANZA_ERRORS).build());
+        if let Some(text) = &self.text {
+            b = b.append(
+                Element::builder("text", NS_STANZA_ERRORS)
+                    .append(text.as_str())
+                    .build(),
+            );
+        }
+        b.build()
+    }
+}
+
 /// Appends `s` escaped for an XML text node.
 pub fn escape_text_into(out: &mut String, s: &str) {
     escape_into(out, s, false);

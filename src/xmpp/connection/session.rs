@@ -140,7 +140,7 @@ impl Session<'_> {
                 Ok(())
             }
             (Inbound::Message, Stanza::Other(el)) => {
-                self.to_messages(el);
+                self.route_message(el);
                 Ok(())
             }
             (Inbound::IqRequest, Stanza::Other(el)) => {
@@ -177,7 +177,7 @@ impl Session<'_> {
         }
     }
 
-    fn to_messages(&mut self, el: Element) {
+    fn route_message(&mut self, el: Element) {
         match self.routes.messages.try_send(el) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(el)) => {

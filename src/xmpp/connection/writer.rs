@@ -143,6 +143,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_command_reply_overtakes_50_000_queued_sink_events() {
+        let (wr, mut peer) = socket_pair().await;
+        let (p_tx, p_rx) = tokio::sync::mpsc::channel(16);
+        let (b_tx, b_rx) = tokio::sync::mpsc::channel(50_000);
+        for _ in 0..50_000 {
+            b_tx.send(item(0, "<message/>")).await.unwrap();
+        }
+        p_tx.send(item(0, "<iq type='result'/>")).await.unwrap();
+        let queues = Arc::new(tokio::sync::Mutex::new(OutboundQueues {
+            priority: p_rx,
+            bulk: b_rx,
+        }));
+        let close = CancellationToken::new();
+        close.cancel();
+        let writer = tokio::spawn(write_loop(wr, queues, 0, close, CancellationToken::new()));
+        let mut text = String::new();
+        peer.read_to_string(&mut text).await.unwrap();
+        writer.await.unwrap().unwrap();
+        assert!(
+            text.starts_with("<iq type='result'/><message/>"),
+            "{}",
+            &text[..64]
+        );
+        assert_eq!(text.matches("<message/>").count(), 50_000);
+    }
+
+    #[tokio::test]
     async fn a_stopped_writer_closes_the_stream_with_items_still_queued() {
         let (wr, mut peer) = socket_pair().await;
         let (handle, queues) = XmppHandle::new(IqTracker::new(), "h");

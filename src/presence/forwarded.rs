@@ -4,16 +4,15 @@
 
 use std::borrow::Cow;
 
+use crate::presence::sanitize::{self, JidProblem, UserJid};
 use crate::presence::tracker::Update;
 use crate::xmpp::inbound::PresenceStanza;
 
 /// A user resource's presence, as the table takes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded<'a> {
-    /// The full JID, normalised: `node@domain/resource`.
-    pub from: Cow<'a, str>,
-    /// The domain part of `from`.
-    pub domain_start: usize,
+    /// The full JID, validated and normalised (RFC 7622): `node@domain/resource`.
+    pub from: UserJid<'a>,
     pub update: Update,
     /// Carried `<delay/>`: part of the server's snapshot after a (re)connect.
     pub delayed: bool,
@@ -21,8 +20,7 @@ pub struct Forwarded<'a> {
 
 impl Forwarded<'_> {
     pub fn domain(&self) -> &str {
-        let rest = &self.from[self.domain_start..];
-        rest.split('/').next().unwrap_or(rest)
+        self.from.domain()
     }
 }
 
@@ -31,8 +29,8 @@ impl Forwarded<'_> {
 pub enum Ignored {
     /// No `from` at all.
     NoFrom,
-    /// `from` is not a valid user full JID; the text says why.
-    BadJid(&'static str),
+    /// `from` is not a valid user full JID.
+    BadJid(JidProblem),
     /// probe, subscribe, …: not a change of availability.
     OtherType,
 }
@@ -43,20 +41,18 @@ pub struct TextLimits {
     pub max_status_bytes: usize,
 }
 
-/// Reads a forwarded presence: its sender must be a user resource (`node@domain/resource`);
-/// `show` outside RFC 6121's four values is absent; the status is cut to
-/// `limits.max_status_bytes` at a character boundary; a priority that is not a number in
-/// -128..=127 is 0.
+/// Reads a forwarded presence: its sender must be a valid user resource
+/// (`node@domain/resource`, see [`sanitize::user_jid`]); `show` outside RFC 6121's four values
+/// is absent; the status is cut to `limits.max_status_bytes` at a character boundary (control
+/// characters dropped); a priority that is not a number in -128..=127 is 0.
 pub fn interpret(p: &PresenceStanza, limits: TextLimits) -> Result<Forwarded<'_>, Ignored> {
     let from = p.from.as_deref().ok_or(Ignored::NoFrom)?;
-    let (from, domain_start) =
-        crate::presence::sanitize::user_jid(from).map_err(Ignored::BadJid)?;
+    let from = sanitize::user_jid(from).map_err(Ignored::BadJid)?;
     let update = match p.kind.as_deref() {
         None | Some("available") => Update::Available {
-            show: crate::presence::sanitize::show(p.show.as_deref()).map(str::to_owned),
-            status: p.status.as_deref().filter(|t| !t.is_empty()).map(|t| {
-                crate::presence::sanitize::cap_text(t, limits.max_status_bytes).to_owned()
-            }),
+            show: sanitize::show(p.show.as_deref()).map(str::to_owned),
+            status: sanitize::status(p.status.as_deref(), limits.max_status_bytes)
+                .map(Cow::into_owned),
             priority: p
                 .priority
                 .as_deref()
@@ -68,7 +64,6 @@ pub fn interpret(p: &PresenceStanza, limits: TextLimits) -> Result<Forwarded<'_>
     };
     Ok(Forwarded {
         from,
-        domain_start,
         update,
         delayed: p.delayed,
     })
@@ -97,7 +92,7 @@ mod tests {
             r#"<presence id='6e1a' xml:lang='en' to='push.localhost' from='carol@localhost/harness'><show>dnd</show><status>carol online</status><c hash='sha-1' ver='x' node='n' xmlns='http://jabber.org/protocol/caps'/><delay from='localhost' xmlns='urn:xmpp:delay' stamp='2026-11-22T04:19:40Z'/></presence>"#,
         );
         let f = interpret(&p, LIMITS).unwrap();
-        assert_eq!(f.from, "carol@localhost/harness");
+        assert_eq!(f.from.as_str(), "carol@localhost/harness");
         assert_eq!(f.domain(), "localhost");
         assert!(f.delayed);
         assert_eq!(

@@ -120,6 +120,7 @@ mod tests {
             roster: RosterPerm::None,
             message: MessagePerm::None,
             iq: vec![],
+            ignored: vec![],
         }
     }
 

@@ -276,6 +276,9 @@ impl PresenceService {
             return None;
         }
         self.advert_deadline = None;
+        for what in &adv.ignored {
+            warn!(server = %domain, ignored = %what, "a privilege herald does not understand was ignored; the rest of the advertisement is used");
+        }
         if self.privileges.get(&domain) != Some(&adv) {
             info!(server = %domain, ns = adv.ns.as_str(), presence = ?adv.presence, "privileges advertised");
         }
@@ -303,8 +306,9 @@ impl PresenceService {
             Err(Ignored::BadJid(why)) => {
                 self.stats.invalid_jids += 1;
                 debug!(
-                    from = p.from.as_deref().unwrap_or_default(),
-                    why, "ignoring a presence from an invalid JID"
+                    from = ?p.from.as_deref().unwrap_or_default(),
+                    why = why.as_str(),
+                    "ignoring a presence from an invalid JID"
                 );
                 return;
             }
@@ -317,19 +321,19 @@ impl PresenceService {
         if !self.trusted(domain) {
             self.stats.foreign += 1;
             if self.warned.insert(domain.to_owned()) {
-                warn!(from = %f.from, server_domains = ?self.server_domains, "ignoring presences from a domain outside component.server_domains (first of them on this connection); if it is your server's domain, add it to component.server_domains");
+                warn!(from = %f.from.as_str(), server_domains = ?self.server_domains, "ignoring presences from a domain outside component.server_domains (first of them on this connection); if it is your server's domain, add it to component.server_domains");
             }
             return;
         }
         // Only the server forwards presences, and only for its own users.
         if !self.privileges.has_presence(domain) {
-            debug!(from = %f.from, "ignoring a presence from a domain without presence privileges");
+            debug!(from = %f.from.as_str(), "ignoring a presence from a domain without presence privileges");
             return;
         }
         self.saw_snapshot |= f.delayed;
-        if let Some(outcome) = self
-            .tracker
-            .apply(&f.from, f.update, f.delayed, now_millis())
+        if let Some(outcome) =
+            self.tracker
+                .apply(f.from.as_str(), f.update, f.delayed, now_millis())
         {
             self.settle(outcome);
         }

@@ -18,11 +18,18 @@
 //! [`Advertisement`] that remembers the namespace, because everything privileged herald sends must
 //! use the namespace the server advertised: the other one is refused.
 //!
-//! Parsing rules (lenient where it cannot hurt, strict where a guess would be wrong):
+//! Parsing is lenient: a server that adds a permission herald does not know, or writes one it
+//! cannot read, must not leave herald blind to the presence it did grant. So:
 //! - attribute and `<perm/>` order do not matter; an absent `<perm/>` means `none`;
-//! - an unknown `access` value is ignored (a later XEP revision may add one);
-//! - an unknown `type` for a known access is an error: herald would otherwise guess its rights;
-//! - when an access appears twice, the last one wins;
+//! - a `<perm/>` herald cannot use is ignored and described in [`Advertisement::ignored`] (for
+//!   a WARN): an unknown `access`, an unknown or missing `type` for a known access (that
+//!   permission then counts as not granted: herald never guesses its rights), a missing
+//!   `access`; likewise a `<namespace/>` of the `iq` permission without `ns` or with an unknown
+//!   `type`, and any element herald does not expect inside `<privilege/>` or `<perm/>`;
+//! - when an access appears more than once, the last `<perm/>` herald understands wins (an
+//!   ignored one changes nothing), and the repetition is reported in `ignored` too;
+//! - `ignored` holds at most [`MAX_IGNORED`] descriptions plus one that counts the rest, and
+//!   quotes at most [`MAX_QUOTED_BYTES`] of any value, Debug-escaped;
 //! - `type='error'` messages, and `<privilege/>` elements that wrap a `<forwarded/>` stanza (a
 //!   privileged message bounced back to us), are not advertisements.
 //!
@@ -39,6 +46,10 @@ pub const NS_PRIVILEGE_1: &str = "urn:xmpp:privilege:1";
 pub const NS_PRIVILEGE_2: &str = "urn:xmpp:privilege:2";
 /// XEP-0297 forwarding, present in privileged messages (never in an advertisement).
 const NS_FORWARD: &str = "urn:xmpp:forward:0";
+/// Most descriptions kept in [`Advertisement::ignored`]; one more entry counts the rest.
+pub const MAX_IGNORED: usize = 16;
+/// Longest part of an attribute value or element name quoted in a description, in bytes.
+pub const MAX_QUOTED_BYTES: usize = 64;
 
 /// Which XEP-0356 namespace a server speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +180,10 @@ pub struct Advertisement {
     /// `:2` only: `(namespace, type)` of each IQ namespace herald may use on users' behalf;
     /// `type` is `get`, `set` or `both`.
     pub iq: Vec<(String, String)>,
+    /// What herald did not understand and ignored, one description each (e.g.
+    /// `<perm access="roster" type="weird"/>: unknown type, not granted`), for the caller to log
+    /// as a WARN. Empty for every advertisement Prosody and ejabberd send today.
+    pub ignored: Vec<String>,
 }
 
 impl Advertisement {
@@ -178,28 +193,22 @@ impl Advertisement {
     }
 }
 
-/// Why a `<privilege/>` advertisement could not be used.
+/// Why a `<privilege/>` advertisement could not be used at all: only its sender can make it
+/// unusable, since everything inside is parsed leniently.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrivilegeError {
     #[error("privilege advertisement without a 'from'")]
     MissingFrom,
     #[error("privilege advertisement from '{0}', which is not a server domain")]
     FromNotServer(String),
-    #[error("<perm/> without an 'access' attribute")]
-    MissingAccess,
-    #[error("<perm access='{access}'/> without a 'type' attribute")]
-    MissingType { access: String },
-    #[error("<perm access='{access}'/> has an unknown type '{value}'")]
-    BadType { access: String, value: String },
-    #[error("<perm access='iq'> has a <namespace/> without an 'ns' attribute")]
-    MissingIqNamespace,
 }
 
 /// Reads a privilege advertisement.
 ///
 /// `None`: the stanza is not an advertisement (not a `<message/>`, a `type='error'` message, no
 /// `<privilege/>` in either namespace, or a `<privilege/>` that wraps a forwarded stanza).
-/// `Some(Err)`: it is one, but malformed.
+/// `Some(Err)`: it is one, but its `from` is not a server domain. Anything wrong inside it is
+/// ignored and described in [`Advertisement::ignored`].
 pub fn parse_advertisement(message: &Element) -> Option<Result<Advertisement, PrivilegeError>> {
     if message.name() != "message" || message.attr("type") == Some("error") {
         return None;
@@ -232,18 +241,177 @@ fn parse_privilege(
         roster: RosterPerm::None,
         message: MessagePerm::None,
         iq: Vec::new(),
+        ignored: Vec::new(),
     };
-    for perm in privilege.children().filter(|c| c.is("perm", ns.as_str())) {
-        let access = perm.attr("access").ok_or(PrivilegeError::MissingAccess)?;
-        match access {
-            "presence" => adv.presence = perm_type(perm, access, PresencePerm::parse)?,
-            "roster" => adv.roster = perm_type(perm, access, RosterPerm::parse)?,
-            "message" => adv.message = perm_type(perm, access, MessagePerm::parse)?,
-            "iq" => adv.iq = iq_namespaces(perm, ns)?,
-            _ => {}
+    let mut ignored = Ignored::default();
+    // Which accesses an understood `<perm/>` has set: presence, roster, message, iq.
+    let mut seen = [false; 4];
+    for child in privilege.children() {
+        if !child.is("perm", ns.as_str()) {
+            ignored.push(format!(
+                "{} in <privilege/>: unexpected element",
+                element_name(child)
+            ));
+            continue;
+        }
+        let Some(access) = child.attr("access") else {
+            ignored.push(format!("{}: no access attribute", perm_text(child)));
+            continue;
+        };
+        // Which entry of `seen` this `<perm/>` set, when herald understood it.
+        let slot = match access {
+            "presence" => perm_type(child, PresencePerm::parse, &mut ignored).map(|perm| {
+                adv.presence = perm;
+                0
+            }),
+            "roster" => perm_type(child, RosterPerm::parse, &mut ignored).map(|perm| {
+                adv.roster = perm;
+                1
+            }),
+            "message" => perm_type(child, MessagePerm::parse, &mut ignored).map(|perm| {
+                adv.message = perm;
+                2
+            }),
+            "iq" => {
+                adv.iq = iq_namespaces(child, ns, &mut ignored);
+                Some(3)
+            }
+            _ => {
+                // Whatever a future access carries inside is its own business.
+                ignored.push(format!("{}: unknown access", perm_text(child)));
+                continue;
+            }
+        };
+        if access != "iq" {
+            unexpected_children(child, &mut ignored);
+        }
+        if let Some(slot) = slot {
+            if std::mem::replace(&mut seen[slot], true) {
+                ignored.push(format!(
+                    "<perm access={}/> repeated: the last one is used",
+                    quote(access)
+                ));
+            }
         }
     }
+    adv.ignored = ignored.finish();
     Ok(adv)
+}
+
+/// The descriptions of what was ignored, at most [`MAX_IGNORED`] plus a count of the rest.
+#[derive(Default)]
+struct Ignored {
+    kept: Vec<String>,
+    more: usize,
+}
+
+impl Ignored {
+    fn push(&mut self, description: String) {
+        if self.kept.len() < MAX_IGNORED {
+            self.kept.push(description);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.more > 0 {
+            self.kept
+                .push(format!("and {} more ignored item(s)", self.more));
+        }
+        self.kept
+    }
+}
+
+/// A value as it appears in a description: cut to [`MAX_QUOTED_BYTES`] at a character
+/// boundary, quoted and escaped, so a hostile value cannot flood or forge a log line.
+fn quote(value: &str) -> String {
+    let mut end = value.len().min(MAX_QUOTED_BYTES);
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    if end < value.len() {
+        format!("{:?}…", &value[..end])
+    } else {
+        format!("{value:?}")
+    }
+}
+
+/// `<name xmlns="ns"/>` for an element herald did not expect.
+fn element_name(el: &Element) -> String {
+    format!("<{} xmlns={}/>", quote(el.name()), quote(&el.ns()))
+}
+
+/// `<perm access="…" type="…"/>` with the attributes the element has.
+fn perm_text(perm: &Element) -> String {
+    let mut text = String::from("<perm");
+    for name in ["access", "type"] {
+        if let Some(value) = perm.attr(name) {
+            text.push_str(&format!(" {name}={}", quote(value)));
+        }
+    }
+    text.push_str("/>");
+    text
+}
+
+/// The permission's `type`, or `None` (reported) when it is missing or unknown.
+fn perm_type<T>(perm: &Element, parse: fn(&str) -> Option<T>, ignored: &mut Ignored) -> Option<T> {
+    let Some(value) = perm.attr("type") else {
+        ignored.push(format!(
+            "{}: no type attribute, not granted",
+            perm_text(perm)
+        ));
+        return None;
+    };
+    let parsed = parse(value);
+    if parsed.is_none() {
+        ignored.push(format!("{}: unknown type, not granted", perm_text(perm)));
+    }
+    parsed
+}
+
+/// Reports the child elements of a `<perm/>` that carries none.
+fn unexpected_children(perm: &Element, ignored: &mut Ignored) {
+    for child in perm.children() {
+        ignored.push(format!(
+            "{} in {}: unexpected element",
+            element_name(child),
+            perm_text(perm)
+        ));
+    }
+}
+
+/// `<perm access='iq'><namespace ns='…' type='get|set|both'/>…</perm>`: the namespaces herald
+/// can use; the others are reported.
+fn iq_namespaces(perm: &Element, ns: PrivilegeNs, ignored: &mut Ignored) -> Vec<(String, String)> {
+    let mut namespaces = Vec::new();
+    for child in perm.children() {
+        if !child.is("namespace", ns.as_str()) {
+            ignored.push(format!(
+                "{} in <perm access=\"iq\"/>: unexpected element",
+                element_name(child)
+            ));
+            continue;
+        }
+        let describe = || {
+            let mut text = String::from("<namespace");
+            for name in ["ns", "type"] {
+                if let Some(value) = child.attr(name) {
+                    text.push_str(&format!(" {name}={}", quote(value)));
+                }
+            }
+            text + "/> in <perm access=\"iq\"/>"
+        };
+        match (child.attr("ns"), child.attr("type")) {
+            (None, _) => ignored.push(format!("{}: no ns attribute", describe())),
+            (Some(_), None) => ignored.push(format!("{}: no type attribute", describe())),
+            (Some(iq_ns), Some(kind @ ("get" | "set" | "both"))) => {
+                namespaces.push((iq_ns.to_owned(), kind.to_owned()));
+            }
+            (Some(_), Some(_)) => ignored.push(format!("{}: unknown type", describe())),
+        }
+    }
+    namespaces
 }
 
 /// The `from` as a bare domain (normalised by the JID rules).
@@ -255,46 +423,6 @@ fn server_domain(from: Option<&str>) -> Result<String, PrivilegeError> {
         }
         _ => Err(PrivilegeError::FromNotServer(from.to_owned())),
     }
-}
-
-fn perm_type<T>(
-    perm: &Element,
-    access: &str,
-    parse: fn(&str) -> Option<T>,
-) -> Result<T, PrivilegeError> {
-    let value = perm
-        .attr("type")
-        .ok_or_else(|| PrivilegeError::MissingType {
-            access: access.to_owned(),
-        })?;
-    parse(value).ok_or_else(|| PrivilegeError::BadType {
-        access: access.to_owned(),
-        value: value.to_owned(),
-    })
-}
-
-/// `<perm access='iq'><namespace ns='…' type='get|set|both'/>…</perm>`.
-fn iq_namespaces(perm: &Element, ns: PrivilegeNs) -> Result<Vec<(String, String)>, PrivilegeError> {
-    perm.children()
-        .filter(|c| c.is("namespace", ns.as_str()))
-        .map(|namespace| {
-            let iq_ns = namespace
-                .attr("ns")
-                .ok_or(PrivilegeError::MissingIqNamespace)?;
-            let kind = namespace
-                .attr("type")
-                .ok_or_else(|| PrivilegeError::MissingType {
-                    access: "iq".to_owned(),
-                })?;
-            match kind {
-                "get" | "set" | "both" => Ok((iq_ns.to_owned(), kind.to_owned())),
-                _ => Err(PrivilegeError::BadType {
-                    access: "iq".to_owned(),
-                    value: kind.to_owned(),
-                }),
-            }
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -339,6 +467,7 @@ mod tests {
             roster: RosterPerm::Both,
             message: MessagePerm::Outgoing,
             iq: vec![],
+            ignored: vec![],
         }
     }
 
@@ -413,21 +542,32 @@ mod tests {
     }
 
     #[test]
-    fn iq_namespace_with_bad_type_is_an_error() {
-        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='iq'><namespace ns='urn:xmpp:mam:2' type='all'/></perm></privilege></message>";
+    fn iq_namespace_with_bad_type_is_ignored() {
+        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='iq'><namespace ns='urn:xmpp:mam:2' type='all'/><namespace type='get'/><namespace ns='urn:xmpp:x'/><namespace ns='jabber:iq:roster' type='get'/></perm></privilege></message>";
+        let adv = ok(xml);
         assert_eq!(
-            err(xml),
-            PrivilegeError::BadType {
-                access: "iq".into(),
-                value: "all".into()
-            }
+            adv.iq,
+            vec![("jabber:iq:roster".to_owned(), "get".to_owned())]
+        );
+        assert_eq!(
+            adv.ignored,
+            [
+                "<namespace ns=\"urn:xmpp:mam:2\" type=\"all\"/> in <perm access=\"iq\"/>: unknown type",
+                "<namespace type=\"get\"/> in <perm access=\"iq\"/>: no ns attribute",
+                "<namespace ns=\"urn:xmpp:x\"/> in <perm access=\"iq\"/>: no type attribute",
+            ]
         );
     }
 
     #[test]
     fn unknown_access_is_ignored() {
         let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='telepathy' type='full'/><perm access='presence' type='managed_entity'/></privilege></message>";
-        assert_eq!(ok(xml).presence, PresencePerm::ManagedEntity);
+        let adv = ok(xml);
+        assert_eq!(adv.presence, PresencePerm::ManagedEntity);
+        assert_eq!(
+            adv.ignored,
+            ["<perm access=\"telepathy\" type=\"full\"/>: unknown access"]
+        );
     }
 
     #[test]
@@ -458,24 +598,114 @@ mod tests {
     }
 
     #[test]
-    fn malformed_type_is_an_error() {
-        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='presence' type='everything'/></privilege></message>";
+    fn unknown_presence_type_is_not_granted_and_reported() {
+        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='presence' type='everything'/><perm access='roster' type='both'/></privilege></message>";
+        let adv = ok(xml);
+        assert_eq!(adv.presence, PresencePerm::None);
+        assert!(!adv.has_presence());
+        assert_eq!(adv.roster, RosterPerm::Both);
         assert_eq!(
-            err(xml),
-            PrivilegeError::BadType {
-                access: "presence".into(),
-                value: "everything".into()
-            }
+            adv.ignored,
+            ["<perm access=\"presence\" type=\"everything\"/>: unknown type, not granted"]
         );
-        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:1'><perm access='roster'/></privilege></message>";
+    }
+
+    #[test]
+    fn unknown_roster_type_does_not_hide_presence() {
+        for ns in [NS_PRIVILEGE_1, NS_PRIVILEGE_2] {
+            let xml = format!("<message from='localhost'><privilege xmlns='{ns}'><perm access='presence' type='managed_entity'/><perm access='roster' type='weird'/><perm access='message' type='outgoing'/></privilege></message>");
+            let adv = ok(&xml);
+            assert_eq!(adv.presence, PresencePerm::ManagedEntity);
+            assert_eq!(adv.roster, RosterPerm::None);
+            assert_eq!(adv.message, MessagePerm::Outgoing);
+            assert_eq!(
+                adv.ignored,
+                ["<perm access=\"roster\" type=\"weird\"/>: unknown type, not granted"]
+            );
+        }
+    }
+
+    #[test]
+    fn missing_attributes_are_ignored_and_reported() {
+        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:1'><perm access='roster'/><perm type='both'/><perm/><perm access='presence' type='managed_entity'/></privilege></message>";
+        let adv = ok(xml);
+        assert_eq!(adv.presence, PresencePerm::ManagedEntity);
+        assert_eq!(adv.roster, RosterPerm::None);
         assert_eq!(
-            err(xml),
-            PrivilegeError::MissingType {
-                access: "roster".into()
-            }
+            adv.ignored,
+            [
+                "<perm access=\"roster\"/>: no type attribute, not granted",
+                "<perm type=\"both\"/>: no access attribute",
+                "<perm/>: no access attribute",
+            ]
         );
-        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:1'><perm type='both'/></privilege></message>";
-        assert_eq!(err(xml), PrivilegeError::MissingAccess);
+    }
+
+    #[test]
+    fn repeated_access_last_understood_one_wins() {
+        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='presence' type='none'/><perm access='presence' type='managed_entity'/><perm access='presence' type='bogus'/><perm access='roster' type='get'/></privilege></message>";
+        let adv = ok(xml);
+        // `bogus` changes nothing: the last understood one, managed_entity, stands.
+        assert_eq!(adv.presence, PresencePerm::ManagedEntity);
+        assert_eq!(adv.roster, RosterPerm::Get);
+        assert_eq!(
+            adv.ignored,
+            [
+                "<perm access=\"presence\"/> repeated: the last one is used",
+                "<perm access=\"presence\" type=\"bogus\"/>: unknown type, not granted",
+            ]
+        );
+        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='presence' type='managed_entity'/><perm access='presence' type='none'/></privilege></message>";
+        assert_eq!(ok(xml).presence, PresencePerm::None);
+        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='iq'><namespace ns='a' type='get'/></perm><perm access='iq'><namespace ns='b' type='set'/></perm></privilege></message>";
+        assert_eq!(ok(xml).iq, vec![("b".to_owned(), "set".to_owned())]);
+    }
+
+    #[test]
+    fn nested_junk_is_ignored_and_reported() {
+        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'>text<junk xmlns='urn:x'><perm access='presence' type='managed_entity'/></junk><perm xmlns='urn:xmpp:privilege:1' access='roster' type='both'/><perm access='presence' type='managed_entity'><deeper><deepest/></deeper></perm><perm access='iq'><bogus/></perm><perm access='future'><whatever/></perm></privilege></message>";
+        let adv = ok(xml);
+        assert_eq!(adv.presence, PresencePerm::ManagedEntity);
+        // The roster perm in the other namespace is not read.
+        assert_eq!(adv.roster, RosterPerm::None);
+        assert!(adv.iq.is_empty());
+        assert_eq!(
+            adv.ignored,
+            [
+                "<\"junk\" xmlns=\"urn:x\"/> in <privilege/>: unexpected element",
+                "<\"perm\" xmlns=\"urn:xmpp:privilege:1\"/> in <privilege/>: unexpected element",
+                "<\"deeper\" xmlns=\"urn:xmpp:privilege:2\"/> in <perm access=\"presence\" type=\"managed_entity\"/>: unexpected element",
+                "<\"bogus\" xmlns=\"urn:xmpp:privilege:2\"/> in <perm access=\"iq\"/>: unexpected element",
+                "<perm access=\"future\"/>: unknown access",
+            ]
+        );
+    }
+
+    #[test]
+    fn ignored_list_is_bounded_and_values_are_quoted_safely() {
+        let long = "x".repeat(1000);
+        let mut perms = String::new();
+        for i in 0..100 {
+            perms.push_str(&format!("<perm access='a{i}{long}' type='t'/>"));
+        }
+        let xml = format!("<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'>{perms}<perm access='presence' type='managed_entity'/><perm access='roster' type='&#x202e;&quot;/&gt;&#10;forged'/></privilege></message>");
+        let adv = ok(&xml);
+        assert_eq!(adv.presence, PresencePerm::ManagedEntity);
+        assert_eq!(adv.ignored.len(), MAX_IGNORED + 1);
+        assert_eq!(adv.ignored[MAX_IGNORED], "and 85 more ignored item(s)");
+        assert!(adv.ignored[0].starts_with("<perm access=\"a0xxx"));
+        assert!(
+            adv.ignored[0].len() < MAX_QUOTED_BYTES + 64,
+            "{}",
+            adv.ignored[0]
+        );
+        assert!(adv.ignored[0].contains("\"…"));
+        // A value with quotes, a newline and a bidi override is escaped, not written raw.
+        let xml = "<message from='localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='&#x202e;&quot;/&gt;&#10;forged'/></privilege></message>";
+        assert_eq!(
+            ok(xml).ignored,
+            ["<perm access=\"roster\" type=\"\\u{202e}\\\"/>\\nforged\"/>: unknown type, not granted"]
+        );
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl SinkQueue {
         self.push_many([(seq, json)])
     }
 
-    /// Appends several events, in `seq` order, as records of up to about [`RECORD_BYTES`], all
+    /// Appends several events, in `seq` order, as records of up to about 32 KiB, all
     /// written in one atomic batch: on error nothing is written.
     pub fn push_many<'a>(
         &self,

@@ -5,7 +5,9 @@ use std::time::Duration;
 use rand::Rng;
 
 /// Delays grow ×2 from `min` to `max`; each delay is drawn uniformly from `[d/2, d]` ("equal
-/// jitter") so that many herald instances, or many sinks, do not retry in lockstep.
+/// jitter") so that many herald instances, or many sinks, do not retry in lockstep. The
+/// arithmetic saturates: any `min` and `max`, up to `Duration::MAX`, give delays within
+/// `[min/2, max]` and never overflow.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
@@ -26,10 +28,12 @@ impl Backoff {
     /// The next delay to wait; the one after it is twice as long (up to `max`).
     pub fn next_delay(&mut self) -> Duration {
         let d = self.current;
-        self.current = (self.current * 2).min(self.max);
+        self.current = self.current.saturating_mul(2).min(self.max);
         let half = d / 2;
-        let jitter = rand::thread_rng().gen_range(0..=half.as_millis() as u64);
-        half + Duration::from_millis(jitter)
+        // Jitter in whole milliseconds, at most `d - half` (≥ `half`), so the sum stays ≤ `d`.
+        let span = u64::try_from(half.as_millis()).unwrap_or(u64::MAX);
+        let jitter = rand::thread_rng().gen_range(0..=span);
+        half.saturating_add(Duration::from_millis(jitter))
     }
 
     /// Back to `min`, e.g. after a connection stayed up for a while.
@@ -63,5 +67,20 @@ mod tests {
         assert_eq!(ceilings, [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]);
         b.reset();
         assert_eq!(b.ceiling(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn huge_bounds_saturate_instead_of_overflowing() {
+        for max in [Duration::from_secs(u64::MAX / 2 + 1), Duration::MAX] {
+            let mut b = Backoff::new(Duration::from_secs(3600), max);
+            for _ in 0..200 {
+                let before = b.ceiling();
+                let d = b.next_delay();
+                assert!(d <= before && before <= max, "{d:?} {before:?}");
+            }
+            assert_eq!(b.ceiling(), max);
+        }
+        let mut b = Backoff::new(Duration::MAX, Duration::MAX);
+        assert!(b.next_delay() >= Duration::MAX / 2);
     }
 }

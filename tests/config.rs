@@ -484,6 +484,65 @@ fn durations_are_bounded() {
     assert_eq!(errors.0.len(), 5, "{errors}");
 }
 
+/// Every duration key has an upper bound, reported at the key with the bound.
+#[test]
+fn too_large_durations_are_reported_at_their_key() {
+    let errors = rejected(&format!(
+        "{MINIMAL}keepalive = \"31m\"\nread_timeout = \"61m\"\nrequest_timeout = \"2h\"\n\
+         reconnect_min = \"1h 1s\"\nreconnect_max = \"100years\"\nstable_after = \"25h\"\n\
+         [presence]\nsnapshot_timeout = \"3h\"\n"
+    ));
+    let message = |key: &str| errors.for_key(key).map(|p| p.message.as_str());
+    for key in [
+        "component.read_timeout",
+        "component.request_timeout",
+        "component.reconnect_min",
+        "component.reconnect_max",
+        "presence.snapshot_timeout",
+    ] {
+        assert_eq!(message(key), Some("must be at most 1h"), "{key}: {errors}");
+    }
+    assert_eq!(message("component.keepalive"), Some("must be at most 30m"));
+    assert_eq!(
+        message("component.stable_after"),
+        Some("must be at most 24h")
+    );
+    assert_eq!(errors.0.len(), 7, "one problem per key: {errors}");
+
+    // The bounds themselves are accepted.
+    let settings = ok(parse(&format!(
+        "{MINIMAL}keepalive = \"29m\"\nread_timeout = \"1h\"\nrequest_timeout = \"1h\"\n\
+         reconnect_min = \"1h\"\nreconnect_max = \"1h\"\nstable_after = \"24h\"\n\
+         [presence]\nsnapshot_timeout = \"1h\"\n"
+    )));
+    assert_eq!(settings.component.reconnect_max, Duration::from_secs(3600));
+    assert_eq!(settings.component.stable_after, Duration::from_secs(86400));
+}
+
+#[test]
+fn too_large_webhook_durations_are_reported_at_their_key() {
+    let errors = rejected(&with_webhook(&format!(
+        "{HOOK_URL}timeout = \"2h\"\nbatch_delay = \"90m\"\nretry_min = \"1h 1ms\"\n\
+         retry_max = \"18446744073709551615s\"\n"
+    )));
+    for key in ["timeout", "batch_delay", "retry_min", "retry_max"] {
+        let key = format!("sinks.webhook[0].{key}");
+        assert_eq!(
+            errors.for_key(&key).map(|p| p.message.as_str()),
+            Some("must be at most 1h"),
+            "{key}: {errors}"
+        );
+    }
+    assert_eq!(errors.0.len(), 4, "{errors}");
+    let settings = ok(parse(&with_webhook(&format!(
+        "{HOOK_URL}timeout = \"1h\"\nbatch_delay = \"1h\"\nretry_min = \"1h\"\nretry_max = \"1h\"\n"
+    ))));
+    assert_eq!(
+        settings.webhook_sinks[0].retry_max,
+        Duration::from_secs(3600)
+    );
+}
+
 #[test]
 fn keepalive_just_under_half_of_read_timeout_is_accepted() {
     let settings = parse(&format!(

@@ -66,6 +66,17 @@ pub(super) const ENV_STRING_KEYS: &[&str] = &[
 pub(super) const ENV_SOURCE: &str = "`HERALD_` environment variable(s)";
 pub(super) const MIN_CACHE_BYTES: u64 = 1024 * 1024;
 pub(super) const MAX_FLUSH_INTERVAL: Duration = Duration::from_secs(10);
+/// Upper bound of the timers that pace herald: the component's `read_timeout`,
+/// `request_timeout`, `reconnect_min` and `reconnect_max`, `presence.snapshot_timeout`, and a
+/// webhook's `timeout`, `batch_delay`, `retry_min` and `retry_max`. Nothing herald does should
+/// wait longer without a sign of life, and a larger value is a typo (`"60m"` for `"60s"`), not a
+/// plan; it also keeps every deadline computed from them far from overflowing.
+pub const MAX_TIMER: Duration = Duration::from_secs(60 * 60);
+/// Upper bound of `component.keepalive`: it must stay under half of `read_timeout`, so under half
+/// of [`MAX_TIMER`].
+pub const MAX_KEEPALIVE: Duration = Duration::from_secs(30 * 60);
+/// Upper bound of `component.stable_after`: a connection up for a day is stable.
+pub const MAX_STABLE_AFTER: Duration = Duration::from_secs(24 * 60 * 60);
 /// Default and bounds of `component.max_stanza_bytes`.
 pub const DEFAULT_MAX_STANZA_BYTES: usize = 1024 * 1024;
 pub(super) const MIN_STANZA_BYTES: usize = 4096;

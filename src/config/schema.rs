@@ -122,28 +122,30 @@ pub struct ComponentConfig {
     /// `host:port` of the server's component listener (port required).
     /// Default: `"127.0.0.1:5347"`. Example: `server = "xmpp.internal:5275"`.
     pub server: String,
-    /// Interval of keepalive pings to the server; must be less than half of `read_timeout`.
-    /// Default: `"20s"`. Example: `keepalive = "10s"`.
+    /// Interval of keepalive pings to the server; must be less than half of `read_timeout`,
+    /// more than 0, at most `"30m"`. Default: `"20s"`. Example: `keepalive = "10s"`.
     #[serde(with = "humantime_serde")]
     pub keepalive: Duration,
-    /// Silence after which the stream is considered stale and reconnected.
-    /// Default: `"60s"`. Example: `read_timeout = "2m"`.
+    /// Silence after which the stream is considered stale and reconnected; more than 0, at
+    /// most `"1h"`. Default: `"60s"`. Example: `read_timeout = "2m"`.
     #[serde(with = "humantime_serde")]
     pub read_timeout: Duration,
-    /// How long herald waits for the answer to its own IQs. Default: `"15s"`.
+    /// How long herald waits for the answer to its own IQs, and, when stopping, for the
+    /// acknowledgements of events in flight to XMPP sinks (while running those are waited for
+    /// as long as the stream is up); more than 0, at most `"1h"`. Default: `"15s"`.
     /// Example: `request_timeout = "30s"`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
-    /// First reconnect delay (doubled, with jitter, after each failure). Default: `"1s"`.
-    /// Example: `reconnect_min = "500ms"`.
+    /// First reconnect delay (doubled, with jitter, after each failure); more than 0, at most
+    /// `"1h"`. Default: `"1s"`. Example: `reconnect_min = "500ms"`.
     #[serde(with = "humantime_serde")]
     pub reconnect_min: Duration,
-    /// Cap of the reconnect backoff; at least `reconnect_min`. Default: `"60s"`.
-    /// Example: `reconnect_max = "5m"`.
+    /// Cap of the reconnect backoff; at least `reconnect_min`, at most `"1h"`.
+    /// Default: `"60s"`. Example: `reconnect_max = "5m"`.
     #[serde(with = "humantime_serde")]
     pub reconnect_max: Duration,
-    /// A connection that stays up this long resets the backoff to `reconnect_min`.
-    /// Default: `"60s"`. Example: `stable_after = "5m"`.
+    /// A connection that stays up this long resets the backoff to `reconnect_min`; more than
+    /// 0, at most `"24h"`. Default: `"60s"`. Example: `stable_after = "5m"`.
     #[serde(with = "humantime_serde")]
     pub stable_after: Duration,
     /// The server's domains: only these may advertise XEP-0356 privileges to herald, and only
@@ -212,8 +214,8 @@ pub struct PresenceConfig {
     /// `"availability"` (an event when a resource comes or goes) or `"all"` (also show, status
     /// and priority changes). Default: `"availability"`. Example: `changes = "all"`.
     pub changes: Changes,
-    /// Longest wait for the end of the server's presence snapshot after a (re)connect.
-    /// Default: `"30s"`. Example: `snapshot_timeout = "2m"`.
+    /// Longest wait for the end of the server's presence snapshot after a (re)connect; more
+    /// than 0, at most `"1h"`. Default: `"30s"`. Example: `snapshot_timeout = "2m"`.
     #[serde(with = "humantime_serde")]
     pub snapshot_timeout: Duration,
     /// Whether the server sends a presence snapshot after each (re)connect: `"auto"` (trust
@@ -292,13 +294,13 @@ pub struct WebhookSinkConfig {
     /// Default: none. Example: `headers = { Authorization = "Bearer 3q2+7w==" }`.
     pub headers: BTreeMap<String, Secret>,
     /// Longest time one delivery attempt may take, from connecting to reading the answer;
-    /// more than 0. Default: `"10s"`. Example: `timeout = "30s"`.
+    /// more than 0, at most `"1h"`. Default: `"10s"`. Example: `timeout = "30s"`.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
     /// Most events in one request, 1..=10000. Default: `500`. Example: `batch_max = 100`.
     pub batch_max: usize,
     /// When fewer than `batch_max` events are queued, how long the worker waits for more before
-    /// sending a smaller batch; `"0ms"` sends at once. Default: `"0ms"`.
+    /// sending a smaller batch; `"0ms"` sends at once; at most `"1h"`. Default: `"0ms"`.
     /// Example: `batch_delay = "200ms"`.
     #[serde(with = "humantime_serde")]
     pub batch_delay: Duration,
@@ -307,11 +309,11 @@ pub struct WebhookSinkConfig {
     /// Example: `max_backlog = 100000`.
     pub max_backlog: usize,
     /// First delay before retrying a failed batch (doubled, with jitter, after each failure);
-    /// more than 0. Default: `"1s"`. Example: `retry_min = "500ms"`.
+    /// more than 0, at most `"1h"`. Default: `"1s"`. Example: `retry_min = "500ms"`.
     #[serde(with = "humantime_serde")]
     pub retry_min: Duration,
-    /// Cap of the retry delay; at least `retry_min`. A `Retry-After` from the endpoint (on 429
-    /// and 503, at most one hour) replaces the delay. Default: `"5m"`.
+    /// Cap of the retry delay; at least `retry_min`, at most `"1h"`. A `Retry-After` from the
+    /// endpoint (on 429 and 503, at most one hour) replaces the delay. Default: `"5m"`.
     /// Example: `retry_max = "1m"`.
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,

@@ -28,16 +28,17 @@ pub struct ComponentSettings {
     pub secret: Secret,
     /// `host:port`, port in 1..=65535.
     pub server: String,
-    /// Non-zero, and `keepalive * 2 < read_timeout`.
+    /// Non-zero, at most [`MAX_KEEPALIVE`], and `keepalive * 2 < read_timeout`.
     pub keepalive: Duration,
+    /// Non-zero, at most [`MAX_TIMER`].
     pub read_timeout: Duration,
-    /// Non-zero.
+    /// Non-zero, at most [`MAX_TIMER`].
     pub request_timeout: Duration,
-    /// Non-zero.
+    /// Non-zero, at most [`MAX_TIMER`].
     pub reconnect_min: Duration,
-    /// At least `reconnect_min`.
+    /// At least `reconnect_min`, at most [`MAX_TIMER`].
     pub reconnect_max: Duration,
-    /// Non-zero.
+    /// Non-zero, at most [`MAX_STABLE_AFTER`].
     pub stable_after: Duration,
     /// Lowercase valid domains, at least one, no duplicates.
     pub server_domains: Vec<String>,
@@ -60,7 +61,7 @@ pub struct StoreSettings {
 pub struct PresenceSettings {
     pub source: PresenceSource,
     pub changes: Changes,
-    /// Non-zero.
+    /// Non-zero, at most [`MAX_TIMER`].
     pub snapshot_timeout: Duration,
     pub snapshot: SnapshotMode,
     /// In 64..=65536.
@@ -91,16 +92,17 @@ pub struct WebhookSinkSettings {
     /// Valid names and values, none reserved; every value is marked sensitive (its `Debug`
     /// prints `Sensitive`).
     pub headers: HeaderMap,
-    /// Non-zero.
+    /// Non-zero, at most [`MAX_TIMER`].
     pub timeout: Duration,
     /// In 1..=10000.
     pub batch_max: usize,
+    /// At most [`MAX_TIMER`].
     pub batch_delay: Duration,
     /// At least 1.
     pub max_backlog: usize,
-    /// Non-zero.
+    /// Non-zero, at most [`MAX_TIMER`].
     pub retry_min: Duration,
-    /// At least `retry_min`.
+    /// At least `retry_min`, at most [`MAX_TIMER`].
     pub retry_max: Duration,
 }
 
@@ -186,13 +188,24 @@ pub(super) fn component_settings(
             None
         }
     };
-    let mut timers_ok = non_zero("component.keepalive", raw.keepalive, p)
-        & non_zero("component.read_timeout", raw.read_timeout, p)
-        & non_zero("component.request_timeout", raw.request_timeout, p)
-        & non_zero("component.reconnect_min", raw.reconnect_min, p)
-        & non_zero("component.stable_after", raw.stable_after, p);
-    let both_set = !raw.keepalive.is_zero() && !raw.read_timeout.is_zero();
-    if both_set && raw.keepalive.saturating_mul(2) >= raw.read_timeout {
+    let keepalive_ok = in_range("component.keepalive", raw.keepalive, MAX_KEEPALIVE, p);
+    let read_timeout_ok = in_range("component.read_timeout", raw.read_timeout, MAX_TIMER, p);
+    let mut timers_ok = keepalive_ok
+        & read_timeout_ok
+        & in_range(
+            "component.request_timeout",
+            raw.request_timeout,
+            MAX_TIMER,
+            p,
+        )
+        & in_range("component.reconnect_min", raw.reconnect_min, MAX_TIMER, p)
+        & in_range(
+            "component.stable_after",
+            raw.stable_after,
+            MAX_STABLE_AFTER,
+            p,
+        );
+    if keepalive_ok && read_timeout_ok && raw.keepalive.saturating_mul(2) >= raw.read_timeout {
         p.push(
             "component.keepalive",
             format!(
@@ -202,7 +215,9 @@ pub(super) fn component_settings(
         );
         timers_ok = false;
     }
-    if raw.reconnect_max < raw.reconnect_min {
+    if raw.reconnect_max > MAX_TIMER {
+        timers_ok &= at_most("component.reconnect_max", raw.reconnect_max, MAX_TIMER, p);
+    } else if raw.reconnect_max < raw.reconnect_min {
         p.push(
             "component.reconnect_max",
             format!(
@@ -307,7 +322,12 @@ pub(super) fn store_settings(raw: StoreConfig, p: &mut Problems) -> Option<Store
 }
 
 pub(super) fn presence_settings(raw: PresenceConfig, p: &mut Problems) -> Option<PresenceSettings> {
-    let mut ok = non_zero("presence.snapshot_timeout", raw.snapshot_timeout, p);
+    let mut ok = in_range(
+        "presence.snapshot_timeout",
+        raw.snapshot_timeout,
+        MAX_TIMER,
+        p,
+    );
     if raw.source == PresenceSource::Subscription {
         p.push(
             "presence.source",
@@ -442,8 +462,9 @@ pub(super) fn webhook_sink(
         (None, None) => Ok(None),
     };
     let headers = webhook_headers(&format!("{key}.headers"), &raw.headers, p);
-    let mut ok = non_zero(&format!("{key}.timeout"), raw.timeout, p)
-        & non_zero(&format!("{key}.retry_min"), raw.retry_min, p);
+    let mut ok = in_range(&format!("{key}.timeout"), raw.timeout, MAX_TIMER, p)
+        & at_most(&format!("{key}.batch_delay"), raw.batch_delay, MAX_TIMER, p)
+        & in_range(&format!("{key}.retry_min"), raw.retry_min, MAX_TIMER, p);
     if !(1..=MAX_WEBHOOK_BATCH).contains(&raw.batch_max) {
         p.push(
             format!("{key}.batch_max"),
@@ -455,7 +476,9 @@ pub(super) fn webhook_sink(
         p.push(format!("{key}.max_backlog"), "must be at least 1");
         ok = false;
     }
-    if raw.retry_max < raw.retry_min {
+    if raw.retry_max > MAX_TIMER {
+        ok &= at_most(&format!("{key}.retry_max"), raw.retry_max, MAX_TIMER, p);
+    } else if raw.retry_max < raw.retry_min {
         p.push(
             format!("{key}.retry_max"),
             format!("must be at least retry_min ({})", human(raw.retry_min)),
@@ -685,6 +708,29 @@ pub(super) fn non_zero(key: &str, value: Duration, p: &mut Problems) -> bool {
         p.push(key, "must be greater than 0");
     }
     !value.is_zero()
+}
+
+/// Pushes a problem and returns false when `value` is above `max`.
+pub(super) fn at_most(key: &str, value: Duration, max: Duration, p: &mut Problems) -> bool {
+    if value > max {
+        p.push(key, format!("must be at most {}", bound(max)));
+    }
+    value <= max
+}
+
+/// [`non_zero`] and [`at_most`]: one problem at most.
+pub(super) fn in_range(key: &str, value: Duration, max: Duration, p: &mut Problems) -> bool {
+    non_zero(key, value, p) && at_most(key, value, max, p)
+}
+
+/// A bound as an operator writes it: whole hours as `24h` (humantime would say `1day`).
+pub(super) fn bound(max: Duration) -> String {
+    let secs = max.as_secs();
+    if max.subsec_nanos() == 0 && secs >= 3600 && secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else {
+        human(max).to_string()
+    }
 }
 
 pub(super) fn human(duration: Duration) -> humantime::FormattedDuration {

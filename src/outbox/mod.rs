@@ -2,12 +2,20 @@
 //! only on acknowledgement; resume at start-up.
 //!
 //! Each sink has its own queue in the store (`store::queue`), so a dead endpoint only grows its
-//! own backlog. The presence service [`Outbox::enqueue`]s every event into every sink's queue and
-//! wakes the workers; each worker ([`worker::run`]) delivers batches in `seq` order through its
-//! [`Transport`] and acts on the [`Verdict`]: delivered → delete; retry → the same batch again
-//! (same batch id) after a jittered exponential backoff; dead letter → move the batch to the
-//! sink's dead letters with the answer that killed it. A later batch is never attempted before an
-//! earlier one is acknowledged or dead-lettered.
+//! own backlog. The presence service persists every event into every sink's queue through
+//! `events::fanout::Fanout::publish_many` (one [`worker::Lane`] per sink) and wakes the workers.
+//! Each worker delivers its queue in `seq` order:
+//!
+//! - [`worker::run`] through a [`Transport`] (webhooks), one batch at a time, acting on the
+//!   [`Verdict`]: delivered → delete; retry → the same batch again (same batch id) after a
+//!   jittered exponential backoff; dead letter → move the batch to the sink's dead letters with
+//!   the answer that killed it. A later batch is never attempted before an earlier one is
+//!   acknowledged or dead-lettered.
+//! - [`worker::run_pipelined`] through a [`Pipelined`] transport (XMPP), many batches ahead of
+//!   their acknowledgements, sending again only what a dead connection left unacknowledged.
+//!
+//! A queue record that cannot be decoded goes to the dead letters as it is, and delivery goes
+//! on with the next records.
 
 pub mod worker;
 
@@ -74,6 +82,11 @@ pub trait Transport: Send + Sync + 'static {
 }
 
 /// The acknowledgement of a batch a [`Pipelined`] transport has sent; `Err` says why it failed.
+///
+/// It must not time out on its own: it resolves `Ok` when the endpoint has acknowledged the
+/// batch, and `Err` only when it never will on this connection (the connection died, or the
+/// batch did not all go out on it). The worker waits for it as long as it takes and sends the
+/// unacknowledged events again only after an `Err`, so nothing is sent twice on a live stream.
 pub type PendingAck = Pin<Box<dyn Future<Output = Result<(), String>> + Send>>;
 
 /// Why a [`Pipelined`] transport did not send a batch.
@@ -86,7 +99,9 @@ pub enum SendRefused {
 }
 
 /// Delivers batches to an endpoint that acknowledges them in order, later: the worker sends the
-/// next batches without waiting ([`worker::run_pipelined`]).
+/// next batches without waiting ([`worker::run_pipelined`]). The transport's connection decides
+/// liveness (for XMPP: the stream's keepalive and read timeout) and fails every pending
+/// [`PendingAck`] when it dies.
 pub trait Pipelined: Send + Sync + 'static {
     /// A short name for logs, e.g. `xmpp world@example.org`.
     fn describe(&self) -> String;

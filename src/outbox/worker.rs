@@ -5,6 +5,10 @@
 //! retried nothing after it is attempted, so delivery is in `seq` order. On shutdown the worker
 //! keeps delivering what is queued while deliveries succeed, and stops at the first failure:
 //! what is left stays in the store for the next start.
+//!
+//! A queue record that cannot be decoded is moved, raw, to the sink's dead letters (reason
+//! `corrupt queue record: …`, one ERROR naming the sink and the record's key), and delivery goes
+//! on with the records after it.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +26,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use super::{Batch, PendingAck, Pipelined, SendRefused, Transport, Verdict};
 use crate::backoff::Backoff;
 use crate::events::now_millis;
-use crate::store::queue::{QueuedEvent, SinkQueue};
+use crate::store::queue::{describe_key, QueuedEvent, SinkQueue};
 use crate::store::StoreError;
 
 /// How a worker batches and retries.
@@ -36,19 +40,11 @@ pub struct Policy {
     pub retry_max: Duration,
     /// Most events sent and not yet acknowledged ([`run_pipelined`] only).
     pub in_flight: usize,
-    /// How long the oldest unacknowledged batch may wait for its acknowledgement, counted from
-    /// when it became the oldest ([`run_pipelined`] only).
+    /// [`run_pipelined`] only, and only once shutdown has begun: how long the acknowledgements
+    /// still in flight are waited for before the worker stops (what they cover stays queued).
+    /// While herald runs an acknowledgement is waited for as long as it takes: the transport
+    /// fails it when its connection dies (see [`Pipelined`]).
     pub ack_timeout: Duration,
-}
-
-/// Counters of one sink, readable while it runs.
-#[derive(Debug, Default)]
-pub struct SinkStats {
-    pub backlog: AtomicUsize,
-    pub delivered: AtomicU64,
-    pub batches: AtomicU64,
-    pub retries: AtomicU64,
-    pub dead_lettered: AtomicU64,
 }
 
 /// The producer side of one sink's queue: persist, count, wake.
@@ -56,7 +52,11 @@ pub struct SinkStats {
 pub struct Lane {
     queue: SinkQueue,
     wake: Arc<Notify>,
-    stats: Arc<SinkStats>,
+    /// Events queued and not yet delivered or dead-lettered, as far as this run knows (see
+    /// [`Lane::new`]); the backlog bound reads it.
+    backlog: Arc<AtomicUsize>,
+    /// The highest `seq` this lane has persisted in this run ([`Lane::push_many`]).
+    pushed_up_to: Arc<AtomicU64>,
 }
 
 impl Lane {
@@ -64,19 +64,20 @@ impl Lane {
     ///
     /// Counting walks the queue (over a second for a million events), so it runs on its own
     /// thread and the worker starts delivering at once; until it is done the backlog figure is
-    /// low. The count only feeds statistics and the backlog bound, and the bound re-counts
-    /// exactly before it moves anything (see `trim_backlog`).
+    /// low. The count only feeds the backlog bound, and the bound re-counts exactly before it
+    /// moves anything (see `trim_backlog`).
     pub fn new(queue: SinkQueue) -> Lane {
-        let stats = Arc::new(SinkStats::default());
-        let (counted_queue, counted_stats) = (queue.clone(), stats.clone());
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let (counted_queue, counted) = (queue.clone(), backlog.clone());
         std::thread::spawn(move || {
             let n = counted_queue.count();
-            counted_stats.backlog.fetch_add(n, Ordering::Relaxed);
+            counted.fetch_add(n, Ordering::Relaxed);
         });
         Lane {
             queue,
             wake: Arc::new(Notify::new()),
-            stats,
+            backlog,
+            pushed_up_to: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -84,16 +85,24 @@ impl Lane {
         self.queue.name()
     }
 
-    /// Persists several events (one batch), then wakes the worker.
+    /// Persists several events, in `seq` order, as one atomic write, then wakes the worker. On
+    /// error nothing of them is persisted.
+    ///
+    /// Idempotent by `seq`: events at or below the highest `seq` this lane has already persisted
+    /// are skipped, so calling it again with the same events (newer ones may follow them) after
+    /// a failure queues each event once. `seq`s come from one
+    /// [`SeqAllocator`](crate::store::SeqAllocator), which never hands out a number twice, so a
+    /// new run starts above everything a previous run queued.
     pub fn push_many(&self, events: &[(u64, String)]) -> Result<(), StoreError> {
-        if events.is_empty() {
+        let done = self.pushed_up_to.load(Ordering::Acquire);
+        let new = &events[events.partition_point(|(seq, _)| *seq <= done)..];
+        let Some((last, _)) = new.last() else {
             return Ok(());
-        }
+        };
         self.queue
-            .push_many(events.iter().map(|(seq, json)| (*seq, json.as_bytes())))?;
-        self.stats
-            .backlog
-            .fetch_add(events.len(), Ordering::Relaxed);
+            .push_many(new.iter().map(|(seq, json)| (*seq, json.as_bytes())))?;
+        self.pushed_up_to.fetch_max(*last, Ordering::AcqRel);
+        self.backlog.fetch_add(new.len(), Ordering::Relaxed);
         self.wake.notify_one();
         Ok(())
     }
@@ -111,7 +120,7 @@ pub async fn run<T: Transport>(
     info!(sink = %sink, "delivery worker started");
     loop {
         trim_backlog(&lane, &policy, &sink);
-        let events = match lane.queue.peek(policy.batch_max) {
+        let events = match read_queue(&lane, &sink, None, policy.batch_max) {
             Ok(e) => e,
             Err(e) => {
                 error!(sink = %sink, error = %e, "cannot read the outbox; retrying in 1s");
@@ -133,7 +142,7 @@ pub async fn run<T: Transport>(
         {
             // Let the batch fill a little, then take whatever is there.
             sleep_or_shutdown(policy.batch_delay, &shutdown).await;
-            match lane.queue.peek(policy.batch_max) {
+            match read_queue(&lane, &sink, None, policy.batch_max) {
                 Ok(fuller) if !fuller.is_empty() => fuller,
                 _ => events,
             }
@@ -173,7 +182,7 @@ async fn deliver_until_settled<T: Transport>(
     let batch = Batch { id, events };
     let mut attempt = 0u32;
     loop {
-        attempt += 1;
+        attempt = attempt.saturating_add(1);
         let verdict = transport.deliver(&batch).await;
         match verdict {
             Verdict::Delivered => {
@@ -189,27 +198,25 @@ async fn deliver_until_settled<T: Transport>(
                     return sleep_or_shutdown(Duration::from_secs(1), shutdown).await;
                 }
                 settle(lane, batch.events.len());
-                lane.stats
-                    .dead_lettered
-                    .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
                 backoff.reset();
                 return false;
             }
             Verdict::Retry { after, reason } => {
-                lane.stats.retries.fetch_add(1, Ordering::Relaxed);
                 if shutdown.is_cancelled() {
-                    info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
+                    info!(sink = %sink, backlog = lane.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
                     return true;
                 }
                 let delay = after.unwrap_or_else(|| backoff.next_delay());
                 warn!(sink = %sink, batch = %batch.id, attempt, retry_in = ?delay, reason = %reason, "delivery failed; will retry");
-                let deadline = Instant::now() + delay;
+                // `sleep` (unlike `Instant + Duration`) cannot overflow, whatever the delay.
+                let wait = tokio::time::sleep(delay);
+                tokio::pin!(wait);
                 loop {
                     tokio::select! {
-                        _ = tokio::time::sleep_until(deadline) => break,
+                        _ = &mut wait => break,
                         _ = shutdown.cancelled() => return true,
                         _ = lane.wake.notified() => {
-                            if lane.stats.backlog.load(Ordering::Relaxed) > policy.max_backlog {
+                            if lane.backlog.load(Ordering::Relaxed) > policy.max_backlog {
                                 // The trim will take the oldest events, maybe this batch.
                                 return false;
                             }
@@ -223,8 +230,14 @@ async fn deliver_until_settled<T: Transport>(
 
 /// Delivers the lane's queue through a [`Pipelined`] transport until `shutdown`: batches go out
 /// back to back, up to `policy.in_flight` events ahead of the acknowledgements, which come back
-/// in order. A failed acknowledgement drops everything in flight and starts again at the head of
-/// the queue after the backoff (at least once: the receiver may see a batch twice).
+/// in order.
+///
+/// An acknowledgement is waited for as long as it takes: a late one is not a lost one, and
+/// sending again on a stream that is still up would only double the traffic. Only when an
+/// acknowledgement fails (the transport's connection died, see [`Pipelined`]) does the worker
+/// drop everything in flight and, after the backoff, send again from the oldest
+/// unacknowledged event, in order: on the next connection (at least once: the receiver may see
+/// a batch twice). After shutdown it waits at most `policy.ack_timeout` for what is in flight.
 pub async fn run_pipelined<T: Pipelined>(
     lane: Lane,
     transport: T,
@@ -236,26 +249,25 @@ pub async fn run_pipelined<T: Pipelined>(
     info!(sink = %sink, "delivery worker started");
     let mut in_flight: FuturesOrdered<InFlight> = FuturesOrdered::new();
     let mut in_flight_events = 0usize;
-    // When the oldest batch in flight became the oldest: its acknowledgement is due by then +
-    // `ack_timeout`. Later batches wait behind it, so their own clocks start only then.
-    let mut head_since = Instant::now();
     // The highest seq sent and not known lost; `None`: start at the head of the queue.
     let mut sent_up_to: Option<u64> = None;
+    // Once shutdown has begun: when the worker stops waiting for acknowledgements.
+    let mut stop_by: Option<Instant> = None;
     loop {
         if in_flight.is_empty() {
             sent_up_to = None;
             trim_backlog(&lane, &policy, &sink);
         }
+        if stop_by.is_none() && shutdown.is_cancelled() {
+            let now = Instant::now();
+            stop_by = Some(now.checked_add(policy.ack_timeout).unwrap_or(now));
+        }
         let room = policy.in_flight.saturating_sub(in_flight_events);
         // Over the backlog bound nothing new is sent: once in flight is empty, the trim above runs.
-        let over_backlog = lane.stats.backlog.load(Ordering::Relaxed) > policy.max_backlog;
+        let over_backlog = lane.backlog.load(Ordering::Relaxed) > policy.max_backlog;
         if room > 0 && !over_backlog {
             let max = policy.batch_max.min(room);
-            let peeked = match sent_up_to {
-                None => lane.queue.peek(max),
-                Some(seq) => lane.queue.peek_after(seq, max),
-            };
-            let events = match peeked {
+            let events = match read_queue(&lane, &sink, sent_up_to, max) {
                 Ok(e) => e,
                 Err(e) => {
                     error!(sink = %sink, error = %e, "cannot read the outbox; retrying in 1s");
@@ -273,9 +285,6 @@ pub async fn run_pipelined<T: Pipelined>(
                 sent_up_to = Some(batch.last_seq());
                 match transport.send(&batch).await {
                     Ok(ack) => {
-                        if in_flight.is_empty() {
-                            head_since = Instant::now();
-                        }
                         in_flight_events += batch.events.len();
                         let seqs = batch.events.iter().map(|e| e.seq).collect();
                         in_flight.push_back(in_flight_batch(batch.id, seqs, ack));
@@ -293,13 +302,10 @@ pub async fn run_pipelined<T: Pipelined>(
                             continue;
                         }
                         settle(&lane, batch.events.len());
-                        lane.stats
-                            .dead_lettered
-                            .fetch_add(batch.events.len() as u64, Ordering::Relaxed);
                     }
                     Err(SendRefused::Closed) => {
                         // The connection is gone for good: herald is stopping.
-                        info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
+                        info!(sink = %sink, backlog = lane.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
                         return;
                     }
                 }
@@ -312,14 +318,18 @@ pub async fn run_pipelined<T: Pipelined>(
             }
             continue;
         }
-        let ack_due = head_since + policy.ack_timeout;
+        let stop_wait = async {
+            match stop_by {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let done = tokio::select! {
             done = in_flight.next() => done,
-            _ = tokio::time::sleep_until(ack_due) => Some((
-                "(oldest in flight)".to_owned(),
-                Vec::new(),
-                Err(format!("no acknowledgement within {:?}", policy.ack_timeout)),
-            )),
+            _ = stop_wait => {
+                info!(sink = %sink, unacknowledged = in_flight_events, backlog = lane.backlog.load(Ordering::Relaxed), "stopping before every acknowledgement came back; the events stay in the outbox");
+                return;
+            }
             _ = lane.wake.notified(), if in_flight_events < policy.in_flight => None,
             _ = shutdown.cancelled(), if !shutdown.is_cancelled() => None,
         };
@@ -329,17 +339,15 @@ pub async fn run_pipelined<T: Pipelined>(
         in_flight_events = in_flight_events.saturating_sub(seqs.len());
         match verdict {
             Ok(()) => {
-                head_since = Instant::now();
                 delivered(&lane, &sink, &id, &seqs);
                 backoff.reset();
             }
             Err(reason) => {
-                lane.stats.retries.fetch_add(1, Ordering::Relaxed);
                 // Everything after it is sent again too, in order.
                 in_flight.clear();
                 in_flight_events = 0;
                 if shutdown.is_cancelled() {
-                    info!(sink = %sink, backlog = lane.stats.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
+                    info!(sink = %sink, backlog = lane.backlog.load(Ordering::Relaxed), "stopping with undelivered events; they stay in the outbox");
                     return;
                 }
                 let delay = backoff.next_delay();
@@ -360,6 +368,45 @@ fn in_flight_batch(id: String, seqs: Vec<u64>, ack: PendingAck) -> InFlight {
     Box::pin(async move { (id, seqs, ack.await) })
 }
 
+/// Up to `max` of the oldest queued events (above `after`, if given). A corrupt record on the
+/// way is moved to the dead letters, raw, with one ERROR, and the read goes on past it.
+fn read_queue(
+    lane: &Lane,
+    sink: &str,
+    after: Option<u64>,
+    max: usize,
+) -> Result<Vec<QueuedEvent>, StoreError> {
+    loop {
+        let read = match after {
+            None => lane.queue.peek(max),
+            Some(seq) => lane.queue.peek_after(seq, max),
+        };
+        let err = match read {
+            Err(StoreError::CorruptQueueRecord {
+                key,
+                reason,
+                sink: _,
+            }) => {
+                match lane.queue.quarantine(&key, &reason, now_millis())? {
+                    Some(moved) => {
+                        error!(sink = %sink, key = %describe_key(&key), dead_letter = moved.dead_seq, bytes = moved.bytes, reason = %reason, "corrupt queue record moved to the dead letters (list them with `herald dead-letters list`); delivery goes on with the next records");
+                        settle(lane, moved.events);
+                        continue;
+                    }
+                    // Gone already; nothing else removes records, so do not spin on it.
+                    None => StoreError::CorruptQueueRecord {
+                        sink: lane.name().to_owned(),
+                        key,
+                        reason,
+                    },
+                }
+            }
+            other => return other,
+        };
+        return Err(err);
+    }
+}
+
 /// An acknowledged batch: delete it from the queue and count it.
 fn delivered(lane: &Lane, sink: &str, batch: &str, seqs: &[u64]) {
     if let Err(e) = lane.queue.ack_seqs(seqs) {
@@ -367,10 +414,6 @@ fn delivered(lane: &Lane, sink: &str, batch: &str, seqs: &[u64]) {
         error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
     }
     settle(lane, seqs.len());
-    lane.stats
-        .delivered
-        .fetch_add(seqs.len() as u64, Ordering::Relaxed);
-    lane.stats.batches.fetch_add(1, Ordering::Relaxed);
     debug!(sink = %sink, batch = %batch, events = seqs.len(), "delivered");
 }
 
@@ -390,7 +433,6 @@ async fn wait_for_events(lane: &Lane, shutdown: &CancellationToken) -> bool {
 
 fn settle(lane: &Lane, n: usize) {
     let _ = lane
-        .stats
         .backlog
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
             Some(b.saturating_sub(n))
@@ -399,17 +441,17 @@ fn settle(lane: &Lane, n: usize) {
 
 /// Bounded disk: when the backlog passes `max_backlog`, the oldest events go to the dead letters.
 fn trim_backlog(lane: &Lane, policy: &Policy, sink: &str) {
-    if lane.stats.backlog.load(Ordering::Relaxed) <= policy.max_backlog {
+    if lane.backlog.load(Ordering::Relaxed) <= policy.max_backlog {
         return;
     }
     // The running figure can be off (see `Lane::new`): never dead-letter on its word alone.
     let backlog = lane.queue.count();
-    lane.stats.backlog.store(backlog, Ordering::Relaxed);
+    lane.backlog.store(backlog, Ordering::Relaxed);
     if backlog <= policy.max_backlog {
         return;
     }
     let excess = backlog - policy.max_backlog;
-    let oldest = match lane.queue.peek(excess) {
+    let oldest = match read_queue(lane, sink, None, excess) {
         Ok(e) => e,
         Err(e) => {
             error!(sink = %sink, error = %e, "cannot read the outbox to trim the backlog");
@@ -421,9 +463,6 @@ fn trim_backlog(lane: &Lane, policy: &Policy, sink: &str) {
         Ok(()) => {
             error!(sink = %sink, events = oldest.len(), first_seq = oldest.first().map(|e| e.seq), last_seq = oldest.last().map(|e| e.seq), max_backlog = policy.max_backlog, "backlog over max_backlog: oldest events moved to dead letters");
             settle(lane, oldest.len());
-            lane.stats
-                .dead_lettered
-                .fetch_add(oldest.len() as u64, Ordering::Relaxed);
         }
         Err(e) => error!(sink = %sink, error = %e, "cannot move events to the dead letters"),
     }
@@ -454,6 +493,8 @@ fn batch_id(events: &[QueuedEvent]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use tokio::sync::{oneshot, watch};
 
     fn ev(seqs: &[u64]) -> Vec<QueuedEvent> {
         seqs.iter()
@@ -472,15 +513,110 @@ mod tests {
         assert!(batch_id(&ev(&[7, 9])).starts_with("7-9-"));
     }
 
-    /// A pipelined transport whose acknowledgements the test controls: the first attempt of the
-    /// batch starting at `lose_first` is never acknowledged; everything else is at once.
-    struct Scripted {
-        sent: std::sync::Mutex<Vec<Vec<u64>>>,
-        lose_first: u64,
-        lost: std::sync::atomic::AtomicBool,
+    fn policy(batch_max: usize, in_flight: usize) -> Policy {
+        Policy {
+            batch_max,
+            batch_delay: Duration::ZERO,
+            max_backlog: 1_000,
+            retry_min: Duration::from_millis(10),
+            retry_max: Duration::from_millis(10),
+            in_flight,
+            ack_timeout: Duration::from_millis(50),
+        }
     }
 
-    impl Pipelined for std::sync::Arc<Scripted> {
+    fn events(seqs: std::ops::RangeInclusive<u64>) -> Vec<(u64, String)> {
+        seqs.map(|seq| (seq, format!("{{\"seq\":{seq}}}")))
+            .collect()
+    }
+
+    /// Opens the store in `dir`; sled's flusher thread may hold a store dropped a moment ago
+    /// for a few milliseconds, so a failed open is retried briefly.
+    fn open(dir: &std::path::Path) -> crate::store::Store {
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match crate::store::Store::open(dir, 100, 1 << 20) {
+                Ok(s) => return s,
+                Err(_) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// A store whose queue of sink `x` holds garbage under key `garbage_key`, written with
+    /// sled itself as bit rot or a torn write would leave it.
+    fn store_with_garbage(
+        dir: &std::path::Path,
+        garbage_key: u64,
+        garbage: &[u8],
+    ) -> crate::store::Store {
+        {
+            let db = sled::open(dir).unwrap();
+            db.open_tree("queue/x")
+                .unwrap()
+                .insert(garbage_key.to_be_bytes(), garbage)
+                .unwrap();
+            db.flush().unwrap();
+        }
+        open(dir)
+    }
+
+    /// Waits until the worker has deleted every queued event (the queue has no signal of its
+    /// own to await), within a generous bound.
+    async fn drained(lane: &Lane) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while lane.queue.count() > 0 {
+            assert!(Instant::now() < deadline, "queue never drained");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// A pipelined transport whose acknowledgements the test gives (or fails) one by one, or,
+    /// once `auto_ack` is set, at once. Counts every batch sent.
+    struct Scripted {
+        sent: Mutex<Vec<Vec<u64>>>,
+        acks: Mutex<std::collections::VecDeque<oneshot::Sender<Result<(), String>>>>,
+        auto_ack: std::sync::atomic::AtomicBool,
+        sent_count: watch::Sender<usize>,
+    }
+
+    impl Scripted {
+        fn new(auto_ack: bool) -> Arc<Scripted> {
+            Arc::new(Scripted {
+                sent: Mutex::new(Vec::new()),
+                acks: Mutex::new(Default::default()),
+                auto_ack: auto_ack.into(),
+                sent_count: watch::channel(0).0,
+            })
+        }
+
+        /// Answers the oldest acknowledgement still held.
+        fn answer(&self, result: Result<(), String>) {
+            let ack = self
+                .acks
+                .lock()
+                .unwrap()
+                .pop_front()
+                .expect("an ack is held");
+            let _ = ack.send(result);
+        }
+
+        async fn wait_sent(&self, n: usize) {
+            let mut rx = self.sent_count.subscribe();
+            tokio::time::timeout(Duration::from_secs(10), rx.wait_for(|sent| *sent >= n))
+                .await
+                .expect("batches sent in time")
+                .unwrap();
+        }
+
+        fn sent(&self) -> Vec<Vec<u64>> {
+            self.sent.lock().unwrap().clone()
+        }
+    }
+
+    impl Pipelined for Arc<Scripted> {
         fn describe(&self) -> String {
             "scripted".into()
         }
@@ -488,52 +624,50 @@ mod tests {
         async fn send(&self, batch: &Batch) -> Result<PendingAck, SendRefused> {
             let seqs: Vec<u64> = batch.events.iter().map(|e| e.seq).collect();
             self.sent.lock().unwrap().push(seqs);
-            if batch.first_seq() == self.lose_first && !self.lost.swap(true, Ordering::SeqCst) {
-                return Ok(Box::pin(std::future::pending()));
+            self.sent_count.send_modify(|n| *n += 1);
+            if self.auto_ack.load(Ordering::SeqCst) {
+                return Ok(Box::pin(async { Ok(()) }));
             }
-            Ok(Box::pin(async { Ok(()) }))
+            let (tx, rx) = oneshot::channel();
+            self.acks.lock().unwrap().push_back(tx);
+            Ok(Box::pin(async move {
+                rx.await.unwrap_or_else(|_| Err("ack dropped".into()))
+            }))
         }
     }
 
     #[tokio::test]
-    async fn a_lost_acknowledgement_times_out_and_everything_after_it_is_sent_again_in_order() {
+    async fn late_acknowledgements_are_waited_for_and_only_a_failed_one_sends_again_once_in_order()
+    {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::Store::open(dir.path(), 100, 1 << 20).unwrap();
+        let store = open(dir.path());
         let lane = Lane::new(store.sink_queue("x").unwrap());
-        let events: Vec<(u64, String)> = (1..=10).map(|seq| (seq, "{}".to_owned())).collect();
-        lane.push_many(&events).unwrap();
-        let transport = std::sync::Arc::new(Scripted {
-            sent: std::sync::Mutex::new(Vec::new()),
-            lose_first: 4,
-            lost: std::sync::atomic::AtomicBool::new(false),
-        });
-        let policy = Policy {
-            batch_max: 3,
-            batch_delay: Duration::ZERO,
-            max_backlog: 1_000,
-            retry_min: Duration::from_millis(10),
-            retry_max: Duration::from_millis(10),
-            in_flight: 9,
-            ack_timeout: Duration::from_millis(200),
-        };
+        lane.push_many(&events(1..=10)).unwrap();
+        let transport = Scripted::new(false);
         let stop = CancellationToken::new();
         let worker = tokio::spawn(run_pipelined(
             lane.clone(),
             transport.clone(),
-            policy,
+            policy(3, 9),
             stop.clone(),
         ));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while lane.queue.count() > 0 {
-            assert!(Instant::now() < deadline, "queue never drained");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Three batches fill the window of 9; once [1, 2, 3] is acknowledged [10] follows.
+        transport.wait_sent(3).await;
+        transport.answer(Ok(()));
+        transport.wait_sent(4).await;
+        // The rest of the acknowledgements are late: many times the shutdown wait (50ms) and
+        // the backoff (10ms) pass, and nothing is sent again on the live connection.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(transport.sent().len(), 4, "{:?}", transport.sent());
+        // The connection dies: the oldest pending acknowledgement fails (the later ones with
+        // it). Everything unacknowledged goes out again, in order, acknowledged at once.
+        transport.auto_ack.store(true, Ordering::SeqCst);
+        transport.answer(Err("the connection to the server was lost".into()));
+        transport.wait_sent(7).await;
+        drained(&lane).await;
         stop.cancel();
         worker.await.unwrap();
-        let sent = transport.sent.lock().unwrap().clone();
-        // Three batches in flight (the window is 9); once [1, 2, 3] is acknowledged [10] follows.
-        // [4, 5, 6] is never acknowledged, so after the timeout everything from the oldest
-        // unacknowledged event goes out again, in order.
+        let sent = transport.sent();
         assert_eq!(
             sent,
             vec![
@@ -546,6 +680,130 @@ mod tests {
                 vec![10],
             ]
         );
-        assert_eq!(lane.stats.retries.load(Ordering::Relaxed), 1);
+        let total: usize = sent.iter().map(Vec::len).sum();
+        assert_eq!(total, 17, "1..=3 once, 4..=10 twice");
+    }
+
+    #[tokio::test]
+    async fn after_shutdown_late_acknowledgements_are_waited_for_at_most_ack_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let lane = Lane::new(store.sink_queue("x").unwrap());
+        lane.push_many(&events(1..=4)).unwrap();
+        let transport = Scripted::new(false);
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(run_pipelined(
+            lane.clone(),
+            transport.clone(),
+            policy(2, 10),
+            stop.clone(),
+        ));
+        transport.wait_sent(2).await;
+        transport.answer(Ok(()));
+        stop.cancel();
+        tokio::time::timeout(Duration::from_secs(10), worker)
+            .await
+            .expect("the worker stops without the last acknowledgement")
+            .unwrap();
+        assert_eq!(transport.sent(), vec![vec![1, 2], vec![3, 4]]);
+        let left: Vec<u64> = lane.queue.peek(10).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(left, [3, 4], "unacknowledged events stay queued");
+    }
+
+    /// Delivers every batch at once and records it.
+    #[derive(Clone, Default)]
+    struct Recording {
+        delivered: Arc<Mutex<Vec<Vec<u64>>>>,
+    }
+
+    impl Transport for Recording {
+        fn describe(&self) -> String {
+            "recording".into()
+        }
+
+        async fn deliver(&self, batch: &Batch) -> Verdict {
+            let seqs = batch.events.iter().map(|e| e.seq).collect();
+            self.delivered.lock().unwrap().push(seqs);
+            Verdict::Delivered
+        }
+    }
+
+    const GARBAGE: &[u8] = b"\x00\x00\x00\x07not a queue record";
+
+    fn assert_one_corrupt_dead_letter(lane: &Lane) {
+        let dead = lane.queue.dead_letters().unwrap();
+        assert_eq!(dead.len(), 1, "{dead:?}");
+        assert_eq!(dead[0].seq, 4);
+        assert_eq!(dead[0].json, GARBAGE, "the raw bytes are kept");
+        assert!(
+            dead[0].reason.starts_with("corrupt queue record: "),
+            "{}",
+            dead[0].reason
+        );
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_queue_record_is_dead_lettered_and_delivery_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_garbage(dir.path(), 4, GARBAGE);
+        let lane = Lane::new(store.sink_queue("x").unwrap());
+        lane.push_many(&events(1..=3)).unwrap();
+        lane.push_many(&events(5..=7)).unwrap();
+        let transport = Recording::default();
+        let stop = CancellationToken::new();
+        let worker = tokio::spawn(run(
+            lane.clone(),
+            transport.clone(),
+            policy(2, 2),
+            stop.clone(),
+        ));
+        drained(&lane).await;
+        lane.push_many(&events(8..=8)).unwrap();
+        drained(&lane).await;
+        stop.cancel();
+        worker.await.unwrap();
+        let delivered: Vec<u64> = transport.delivered.lock().unwrap().concat();
+        assert_eq!(delivered, [1, 2, 3, 5, 6, 7, 8]);
+        assert_one_corrupt_dead_letter(&lane);
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_queue_record_is_dead_lettered_and_pipelined_delivery_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_garbage(dir.path(), 4, GARBAGE);
+        let lane = Lane::new(store.sink_queue("x").unwrap());
+        lane.push_many(&events(1..=3)).unwrap();
+        lane.push_many(&events(5..=7)).unwrap();
+        let transport = Scripted::new(true);
+        let stop = CancellationToken::new();
+        // Batches of 2 read past [1, 2] in flight and meet the corrupt record reading on.
+        let worker = tokio::spawn(run_pipelined(
+            lane.clone(),
+            transport.clone(),
+            policy(2, 10),
+            stop.clone(),
+        ));
+        drained(&lane).await;
+        stop.cancel();
+        worker.await.unwrap();
+        assert_eq!(transport.sent().concat(), [1, 2, 3, 5, 6, 7]);
+        assert_one_corrupt_dead_letter(&lane);
+    }
+
+    #[tokio::test]
+    async fn a_lane_pushed_again_after_a_failure_queues_each_event_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path());
+        let lane = Lane::new(store.sink_queue("x").unwrap());
+        store.fail_next_queue_writes(1);
+        assert!(lane.push_many(&events(1..=3)).is_err());
+        assert_eq!(lane.queue.count(), 0);
+        lane.push_many(&events(1..=3)).unwrap();
+        // The worker delivers two of them; then the same events again, with newer ones behind
+        // (the caller's retry after another lane failed): only the newer ones are added.
+        lane.queue.ack_seqs(&[1, 2]).unwrap();
+        lane.push_many(&events(1..=5)).unwrap();
+        let queued: Vec<u64> = lane.queue.peek(10).unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(queued, [3, 4, 5]);
     }
 }

@@ -21,11 +21,17 @@ use crate::xmpp::stanza::{self, escape_attr_into, escape_text_into};
 pub const NS_FLUX: &str = "flux:xmpp";
 pub const BODY: &str = "Presence update";
 
-/// Delivery policy of XMPP sinks (no config keys: the server is local and fast). `ack_timeout`:
-/// how long the oldest batch may wait for its acknowledgement (`component.request_timeout`).
-pub fn policy(ack_timeout: Duration) -> Policy {
+/// Delivery policy of XMPP sinks (no config keys: the server is local and fast).
+///
+/// There is no acknowledgement timeout while herald runs: a late answer to a batch's ping is
+/// waited for as long as the stream is up (the connection's keepalive and `read_timeout` decide
+/// that, and a lost stream fails every pending ping), because sending again on a stream that is
+/// still up only doubles the traffic of a busy server. `shutdown_wait`
+/// (`component.request_timeout`) is how long the acknowledgements in flight are still waited
+/// for once herald is stopping.
+pub fn policy(shutdown_wait: Duration) -> Policy {
     Policy {
-        ack_timeout,
+        ack_timeout: shutdown_wait,
         batch_max: BATCH_MAX,
         batch_delay: Duration::ZERO,
         max_backlog: 1_000_000,
@@ -43,9 +49,11 @@ const CHUNK: usize = 32 * 1024;
 
 /// Sends each event as a message to the server user, then pings the server user's domain: the
 /// server handles a component's stanzas in order, so the answer acknowledges the whole batch.
-/// Batches are pipelined: the next goes out before the previous one's answer is back. A lost
-/// connection fails the pings and the worker sends everything unacknowledged again after the
-/// reconnect (at least once; the `id`/`trace` lets the receiver drop duplicates).
+/// Batches are pipelined: the next goes out before the previous one's answer is back, and an
+/// answer is waited for as long as the connection lives. A lost connection fails the pings
+/// (`IqError::Disconnected`) and only then does the worker send everything unacknowledged
+/// again, on the next connection (at least once; the `id`/`trace` lets the receiver drop
+/// duplicates). A batch split across two connections is not acknowledged by its ping either.
 pub struct XmppSink {
     handle: XmppHandle,
     to: String,

@@ -80,6 +80,9 @@ pub struct Observers {
     pub presence: PresenceReader,
     /// The connection status.
     pub status: tokio::sync::watch::Receiver<LinkStatus>,
+    /// The store, for fault injection in tests ([`Store::fail_next_queue_writes`]).
+    #[doc(hidden)]
+    pub store: Store,
 }
 
 /// Runs herald until `shutdown` completes (then shuts down gracefully) or a fatal error occurs.
@@ -154,6 +157,7 @@ pub async fn run_with(
     started(Observers {
         presence: reader,
         status: inboxes.status,
+        store: store.clone(),
     });
     let reader_stop = CancellationToken::new();
     let close = CancellationToken::new();

@@ -352,3 +352,41 @@ async fn every_owner_sees_down_then_up_and_the_read_handle_sees_the_table() {
     assert_eq!(second, LinkStatus::Up { epoch: 2 });
     herald.stop().await;
 }
+
+#[tokio::test]
+async fn a_failed_outbox_write_loses_no_event_and_records_no_change_without_it() {
+    let alice = "alice@localhost/phone";
+    let mut server = FakeServer::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    server.script_next(Script::accept().advertise());
+    let herald = start(settings(&server, dir.path()), IqHandlers::new()).await;
+    let mut conn = connected(&mut server).await;
+    herald.observers.store.fail_next_queue_writes(3);
+    conn.send_raw(&live_presence(alice)).await;
+    // The commit is retried until the outbox takes it: the event arrives, once.
+    let e = next_event(&mut conn).await;
+    assert_eq!(e["args"]["user"], alice, "{e}");
+    assert_eq!(e["args"]["presence"], "available", "{e}");
+    assert_no_event(&mut conn).await;
+    herald.stop().await;
+
+    // After a restart the table and the outbox agree: alice's snapshot presence is a silent
+    // confirmation, and nothing is delivered twice.
+    server.script_next(
+        Script::accept()
+            .advertise()
+            .then_send(fake_server::snapshot_presence(alice, JID)),
+    );
+    let herald = start(settings(&server, dir.path()), IqHandlers::new()).await;
+    let mut conn = connected(&mut server).await;
+    assert_no_event(&mut conn).await;
+    let view = herald
+        .observers
+        .presence
+        .user("alice@localhost")
+        .await
+        .unwrap();
+    assert_eq!(view.resources.len(), 1);
+    assert_eq!(view.seq, e["seq"].as_u64().unwrap());
+    herald.stop().await;
+}

@@ -42,7 +42,8 @@ impl Backoff {
     }
 
     /// The upper bound of the next delay.
-    pub fn ceiling(&self) -> Duration {
+    #[cfg(test)]
+    fn ceiling(&self) -> Duration {
         self.current
     }
 }

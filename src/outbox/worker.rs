@@ -109,6 +109,7 @@ impl Lane {
 }
 
 /// Delivers the lane's queue through `transport` until `shutdown`.
+#[tracing::instrument(name = "sink", skip_all, fields(sink = %lane.name()))]
 pub async fn run<T: Transport>(
     lane: Lane,
     transport: T,
@@ -238,6 +239,7 @@ async fn deliver_until_settled<T: Transport>(
 /// drop everything in flight and, after the backoff, send again from the oldest
 /// unacknowledged event, in order: on the next connection (at least once: the receiver may see
 /// a batch twice). After shutdown it waits at most `policy.ack_timeout` for what is in flight.
+#[tracing::instrument(name = "sink", skip_all, fields(sink = %lane.name()))]
 pub async fn run_pipelined<T: Pipelined>(
     lane: Lane,
     transport: T,

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use crate::xep::privilege::{Advertisement, PrivilegeNs};
+use crate::xep::privilege::Advertisement;
 
 /// Per-server-domain privileges of the current connection.
 #[derive(Debug, Default)]
@@ -19,11 +19,6 @@ pub struct Privileges {
 }
 
 impl Privileges {
-    /// An empty table (no server has advertised anything yet).
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Records a server's advertisement, replacing its previous one, which is returned.
     pub fn update(&mut self, adv: Advertisement) -> Option<Advertisement> {
         self.by_domain.insert(adv.server.clone(), adv)
@@ -39,29 +34,9 @@ impl Privileges {
         self.get(domain).is_some_and(Advertisement::has_presence)
     }
 
-    /// The namespace to use for privileged stanzas sent to `domain`.
-    pub fn ns_for(&self, domain: &str) -> Option<PrivilegeNs> {
-        self.get(domain).map(|adv| adv.ns)
-    }
-
     /// Forgets everything: called on disconnect, because privileges are per connection.
     pub fn clear(&mut self) {
         self.by_domain.clear();
-    }
-
-    /// The domains that advertised privileges on this connection (in no particular order).
-    pub fn domains(&self) -> impl Iterator<Item = &str> {
-        self.by_domain.keys().map(String::as_str)
-    }
-
-    /// How many servers advertised privileges.
-    pub fn len(&self) -> usize {
-        self.by_domain.len()
-    }
-
-    /// Whether no server advertised privileges yet.
-    pub fn is_empty(&self) -> bool {
-        self.by_domain.is_empty()
     }
 }
 
@@ -110,7 +85,7 @@ ejabberd (mod_privilege; each permission takes an access rule, matched against t
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::xep::privilege::{MessagePerm, PresencePerm, RosterPerm};
+    use crate::xep::privilege::{MessagePerm, PresencePerm, PrivilegeNs, RosterPerm};
 
     fn adv(server: &str, ns: PrivilegeNs, presence: PresencePerm) -> Advertisement {
         Advertisement {
@@ -126,61 +101,37 @@ mod tests {
 
     #[test]
     fn kept_per_domain() {
-        let mut p = Privileges::new();
-        assert!(p.is_empty());
+        let mut p = Privileges::default();
+        assert!(!p.has_presence("a.org"));
         assert!(p
             .update(adv("a.org", PrivilegeNs::V2, PresencePerm::ManagedEntity))
             .is_none());
         assert!(p
             .update(adv("b.org", PrivilegeNs::V1, PresencePerm::None))
             .is_none());
-        assert_eq!(p.len(), 2);
         assert!(p.has_presence("a.org"));
         assert!(!p.has_presence("b.org"));
         assert!(!p.has_presence("c.org"));
         assert_eq!(p.get("a.org").map(|a| a.ns), Some(PrivilegeNs::V2));
-        let mut domains: Vec<&str> = p.domains().collect();
-        domains.sort_unstable();
-        assert_eq!(domains, ["a.org", "b.org"]);
+        assert_eq!(p.get("b.org").map(|a| a.ns), Some(PrivilegeNs::V1));
     }
 
     #[test]
     fn update_replaces_and_returns_previous() {
-        let mut p = Privileges::new();
+        let mut p = Privileges::default();
         p.update(adv("a.org", PrivilegeNs::V1, PresencePerm::None));
         let previous = p.update(adv("a.org", PrivilegeNs::V2, PresencePerm::Roster));
         assert_eq!(previous.map(|a| a.presence), Some(PresencePerm::None));
         assert!(p.has_presence("a.org"));
-        assert_eq!(p.len(), 1);
-    }
-
-    #[test]
-    fn ns_for_follows_the_advertisement() {
-        let mut p = Privileges::new();
-        p.update(adv(
-            "prosody.org",
-            PrivilegeNs::V2,
-            PresencePerm::ManagedEntity,
-        ));
-        p.update(adv(
-            "ejabberd.org",
-            PrivilegeNs::V1,
-            PresencePerm::ManagedEntity,
-        ));
-        assert_eq!(p.ns_for("prosody.org"), Some(PrivilegeNs::V2));
-        assert_eq!(p.ns_for("ejabberd.org"), Some(PrivilegeNs::V1));
-        assert_eq!(p.ns_for("unknown.org"), None);
     }
 
     #[test]
     fn clear_forgets_everything() {
-        let mut p = Privileges::new();
+        let mut p = Privileges::default();
         p.update(adv("a.org", PrivilegeNs::V2, PresencePerm::ManagedEntity));
         p.clear();
-        assert!(p.is_empty());
         assert!(!p.has_presence("a.org"));
-        assert_eq!(p.ns_for("a.org"), None);
-        assert_eq!(p.domains().count(), 0);
+        assert_eq!(p.get("a.org"), None);
     }
 
     #[test]

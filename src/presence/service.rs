@@ -137,6 +137,7 @@ impl PresenceService {
     /// [`COMMIT_MAX`]), then persists the resulting events and table changes before waking the
     /// sinks. Inbound traffic is always taken before probe answers (`biased`), so a probe
     /// answer is handled only once everything the connection read before it is applied.
+    #[tracing::instrument(name = "presence", skip_all)]
     pub async fn run(mut self, mut inbound: mpsc::Receiver<Vec<PresenceInbound>>) {
         let mut answers: FuturesUnordered<ProbeFuture> = FuturesUnordered::new();
         let mut queries_open = true;

@@ -158,7 +158,8 @@ impl IqDispatcher {
             return self.answer_now(reply(&request, &me, Err(busy)));
         };
         let handle = self.handle.clone();
-        tokio::spawn(async move {
+        let span = tracing::info_span!("iq", ns = %ns, from = %request.from);
+        let task = async move {
             let _permit = permit;
             let work = tokio::spawn(handler.handle(request.clone()));
             let answer = match tokio::time::timeout(HANDLER_DEADLINE, work).await {
@@ -175,7 +176,8 @@ impl IqDispatcher {
             let _ = handle
                 .send(Lane::Priority, &reply(&request, handle.jid(), answer))
                 .await;
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
     fn answer_now(&self, stanza: Element) {

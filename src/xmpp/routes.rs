@@ -101,6 +101,7 @@ impl Routes {
 }
 
 /// The owner of a kind herald does not act on yet: reads and drops, so its queue never fills.
+#[tracing::instrument(name = "owner", skip_all, fields(kind = kind))]
 pub async fn discard<T>(mut inbox: mpsc::Receiver<T>, kind: &'static str) {
     while let Some(item) = inbox.recv().await {
         drop(item);

@@ -74,6 +74,7 @@ pub struct Connection {
 ///
 /// `shutdown` stops reading (the connection then drains); `close` tells the writer to send what
 /// is still queued and close the stream (herald cancels it once the sinks have stopped).
+#[tracing::instrument(name = "connection", skip_all, fields(server = %connection.settings.server))]
 pub async fn run(
     connection: Connection,
     shutdown: CancellationToken,

@@ -25,6 +25,7 @@ const WRITE_BATCH: usize = 512;
 /// The writer's buffer: small stanzas are gathered into writes of up to this size.
 const WRITE_BUFFER: usize = 64 * 1024;
 
+#[tracing::instrument(name = "writer", skip_all, fields(generation = generation))]
 pub(super) async fn write_loop(
     wr: OwnedWriteHalf,
     queues: Arc<tokio::sync::Mutex<OutboundQueues>>,

@@ -390,3 +390,70 @@ async fn a_failed_outbox_write_loses_no_event_and_records_no_change_without_it()
     assert_eq!(view.seq, e["seq"].as_u64().unwrap());
     herald.stop().await;
 }
+
+#[tokio::test]
+async fn a_server_that_acknowledges_late_is_never_sent_anything_twice_on_the_same_stream() {
+    const USERS: usize = 2000;
+    let mut server = FakeServer::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    // No ping is ever answered on this connection; the stream itself stays up.
+    server.script_next(Script::accept().advertise().silent());
+    let settings = Config::new(JID, SECRET, server.addr, dir.path())
+        .fast_reconnect()
+        .component("request_timeout", "\"300ms\"")
+        .xmpp_sink()
+        .settings();
+    let herald = start(settings, IqHandlers::new()).await;
+    let mut conn = connected(&mut server).await;
+    let presences: String = (0..USERS)
+        .map(|i| live_presence(&format!("u{i}@localhost/r")))
+        .collect();
+    conn.send_raw(&presences).await;
+    // Several times request_timeout: a sink that re-sent on timeout would have done so by now.
+    let sent = conn.drain(Duration::from_secs(2)).await;
+    let mut traces: Vec<&str> = sent
+        .iter()
+        .filter(|el| is_event_message(el))
+        .filter_map(|el| el.attr("id"))
+        .collect();
+    let messages = traces.len();
+    traces.sort_unstable();
+    traces.dedup();
+    assert_eq!(messages, USERS, "every event sent once, none again");
+    assert_eq!(traces.len(), USERS);
+    herald.stop().await;
+}
+
+#[tokio::test]
+async fn a_huge_status_is_capped_and_the_next_presence_still_counts() {
+    let mut server = FakeServer::start(SECRET).await;
+    let dir = tempfile::tempdir().unwrap();
+    server.script_next(Script::accept().advertise());
+    let settings = Config::new(JID, SECRET, server.addr, dir.path())
+        .fast_reconnect()
+        .presence("changes = \"all\"")
+        .xmpp_sink()
+        .settings();
+    let herald = start(settings, IqHandlers::new()).await;
+    let mut conn = connected(&mut server).await;
+    let status = "é".repeat(256 * 1024);
+    conn.send_raw(&format!(
+        "<presence from='alice@localhost/phone' to='{JID}'><status>{status}</status></presence>"
+    ))
+    .await;
+    let e = next_event(&mut conn).await;
+    let kept = e["args"]["status"].as_str().expect("a status");
+    assert!(kept.len() <= 1024 && kept.len() >= 1022, "{}", kept.len());
+    assert!(status.starts_with(kept));
+    let view = herald
+        .observers
+        .presence
+        .user("alice@localhost")
+        .await
+        .unwrap();
+    assert_eq!(view.resources[0].status.as_deref(), Some(kept));
+    conn.send_raw(&live_presence("bob@localhost/x")).await;
+    let e = next_event(&mut conn).await;
+    assert_eq!(e["args"]["user"], "bob@localhost/x");
+    herald.stop().await;
+}

@@ -98,6 +98,7 @@ fn count(delta: i64) {
 static INNER: herald::allocator::Allocator = mimalloc::MiMalloc;
 
 // SAFETY: every call is forwarded to `INNER` unchanged; only counters are updated around it.
+#[allow(unsafe_code)]
 unsafe impl GlobalAlloc for CountingAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { INNER.alloc(layout) };

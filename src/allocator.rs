@@ -3,6 +3,9 @@
 //! threads at high rates; mimalloc does that faster than glibc's malloc, and with these settings
 //! its resident memory follows what herald actually holds. The benchmarks install the same
 //! allocator ([`Allocator`]) with the same settings ([`configure`]).
+//!
+//! The only unsafe code in herald: two calls into mimalloc's C option API.
+#![allow(unsafe_code)]
 
 pub type Allocator = mimalloc::MiMalloc;
 

@@ -4,13 +4,19 @@
 //! # Layout
 //!
 //! ```text
-//!  XMPP server ⇄ xmpp::connection: handshake, keepalive, reconnect; its reader parses every
-//!     ▲   │      inbound stanza (xmpp::inbound: presences straight into their fields) and its
-//!     │   │      writer task writes what the handles queue, already rendered as text
-//!     │   │ bursts of forwarded presences / privilege adverts / snapshot marks
-//!     │   ▼
-//!     │  presence::service (own thread): presence::tracker, then one group commit per burst:
-//!     │   │   events into every sink's outbox queue, table changes into the store's journal
+//!  XMPP server ⇄ xmpp::connection (a transport: login, keepalive, reconnect)
+//!     ▲   │      reader: parses each stanza (xmpp::inbound), classifies it once (xmpp::router)
+//!     │   │      and routes it to its owner (xmpp::routes), over bounded channels:
+//!     │   ├── forwarded presences, privilege adverts, Up/Down ─► presence::service (own thread)
+//!     │   ├── MUC presences, groupchat ─► rooms owner (drops them until push exists)
+//!     │   ├── other messages ─► messages owner (drops them)
+//!     │   ├── IQ get/set ─► xmpp::iq_handlers (by namespace; each answered exactly once)
+//!     │   └── IQ result/error ─► xmpp::iq_tracker (random ids, checked sender)
+//!     │      writer: writes what the handles queue, priority lane before bulk
+//!     │
+//!     │  presence::service: presence::tracker, then one group commit per burst: events into
+//!     │   │   every sink's outbox queue, table changes into the store's journal; answers the
+//!     │   │   presence::query read handle; probes each server once per connection
 //!     │   ▼
 //!     │  outbox::worker, one per sink: delivers its queue in seq order, deletes on ack
 //!     └── sinks::xmpp (a <message/> per event, pipelined, acknowledged by a ping)
@@ -18,17 +24,20 @@
 //! ```
 //!
 //! - [`config`]: the `component.toml` schema, layered loading and validation into [`config::Settings`].
-//! - [`xmpp`]: the stream ([`xmpp::connection`]), classification ([`xmpp::router`]), answers to
-//!   herald's own IQs ([`xmpp::iq_tracker`]) and to IQs addressed to it ([`xmpp::disco`]).
+//! - [`xmpp`]: the stream ([`xmpp::connection`]), classification ([`xmpp::router`]) and routing
+//!   ([`xmpp::routes`]), IQ handlers ([`xmpp::iq_handlers`]), answers to herald's own IQs
+//!   ([`xmpp::iq_tracker`]) and the handle every owner sends through ([`xmpp::XmppHandle`]).
 //! - [`xep`]: payloads that xmpp-parsers lacks (XEP-0356 privilege advertisements).
-//! - [`presence`]: the pure tracker (state transitions, snapshot and resync) and its service.
+//! - [`presence`]: the pure tracker (state transitions, snapshot and resync), what a forwarded
+//!   presence means ([`presence::forwarded`], [`presence::sanitize`]), the server probes, the
+//!   service that owns them and its read handle ([`presence::query`]).
 //! - [`events`]: the event type and its JSON shape.
 //! - [`outbox`] and [`sinks`]: durable delivery, and where events go.
 //! - [`store`]: the only module that names sled.
 //! - [`admin`]: the `dead-letters` command on a stopped herald's store.
 //! - [`allocator`]: the binary's allocator and its settings.
-//! - [`app`]: wires the tasks together; [`app::run`] takes a shutdown future so the whole component
-//!   runs in-process in tests.
+//! - [`app`]: wires the owners together; [`app::run`] takes a shutdown future so the whole
+//!   component runs in-process in tests.
 
 pub mod admin;
 pub mod allocator;

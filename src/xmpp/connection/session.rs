@@ -233,6 +233,7 @@ impl Session<'_> {
         let deadline = Instant::now() + DRAIN_DEADLINE;
         loop {
             tokio::select! {
+                biased;
                 ended = &mut self.writer => {
                     match ended {
                         Ok(Ok(())) => break,
@@ -251,7 +252,13 @@ impl Session<'_> {
                     Some(Ok(Stanza::Presence(_))) => {}
                     Some(Err(ReadError::SoftTimeout)) | Some(Err(ReadError::ParseError(_))) => {}
                     _ => {
-                        warn!("the server closed the stream while herald was flushing");
+                        // The server's footer may answer the one the writer has just sent.
+                        let writer = tokio::time::timeout(Duration::from_secs(1), &mut self.writer);
+                        if !matches!(writer.await, Ok(Ok(Ok(())))) {
+                            warn!("the server closed the stream while herald was flushing");
+                        } else {
+                            info!("stream closed");
+                        }
                         return SessionEnd::Shutdown;
                     }
                 },

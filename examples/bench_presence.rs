@@ -10,11 +10,12 @@
 //!
 //! - **herald** itself, through its public [`herald::app::run`], with a fresh sled store in a
 //!   temporary directory and one `[[sinks.xmpp]]` (`world@localhost`).
-//! - **A fake XEP-0114 server** on `127.0.0.1:0`, text level and cheap: it reads herald's stream
-//!   header and handshake (checked: hex(sha1(id + secret))), answers `<handshake/>` and Prosody's
-//!   privilege advertisement, and answers every XEP-0199 ping herald sends (the snapshot-end ping,
-//!   the XMPP sink's per-batch acknowledgement pings, keepalives). One task writes the load from
-//!   a pre-rendered buffer, in chunks cut at stanza boundaries, with ping answers slipped in
+//! - **The test suite's fake XEP-0114 server** (`tests/support/fake_server.rs`) on `127.0.0.1:0`,
+//!   in its fast mode ([`Script::fast`]): it checks herald's stream header and handshake
+//!   (hex(sha1(id + secret))), answers `<handshake/>` and Prosody's privilege advertisement, then
+//!   stays text level and cheap: it answers every XEP-0199 ping herald sends (the snapshot-end
+//!   ping, the XMPP sink's per-batch acknowledgement pings, keepalives). One task writes the load
+//!   from a pre-rendered buffer, in chunks cut at stanza boundaries, with ping answers slipped in
 //!   between chunks as a real server would interleave them; another task reads herald's output
 //!   and counts complete `<message>…</message>` stanzas, keeping a sample for verification.
 //!
@@ -43,18 +44,15 @@ use std::fmt::Write as _;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, Bytes};
 use futures::StreamExt;
 use minidom::Element;
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufStream, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::io::{AsyncRead, AsyncWrite, BufStream, ReadBuf};
+use tokio::sync::oneshot;
 use tokio_xmpp::xmlstream::{initiate_stream, StreamHeader, Timeouts, XmlStream};
 
 use herald::presence::tracker::{Changes, ResourceState, StoreOp, Tracker, Update};
@@ -63,14 +61,13 @@ use xso::FromXml;
 
 #[path = "support/bench_common.rs"]
 mod bench_common;
+#[path = "../tests/support/fake_server.rs"]
+mod fake_server;
 
-use bench_common::{
-    accept_and_login, attr, cpu_model, cpu_seconds, find, lock, mib, split_top_level, thousands,
-    TopLevel, JID, NS_COMPONENT, SECRET,
-};
+use bench_common::{cpu_model, cpu_seconds, mib, thousands, JID, SECRET};
+use fake_server::{FakeServer, Fast, FastConn, Script, NS_COMPONENT};
 
 const SERVER_USER: &str = "world@localhost";
-const ADVERT: &str = "<message from='localhost' to='herald.localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/><perm access='presence' type='managed_entity'/></privilege></message>";
 /// Load chunks are cut at the first stanza boundary past this many bytes.
 const CHUNK: usize = 32 * 1024;
 /// One event message in this many is kept for verification.
@@ -339,189 +336,8 @@ fn render(prefix: &str, events: usize, resources: usize, per_user: usize) -> Loa
 }
 
 // ---------------------------------------------------------------------------------------------
-// Fake XEP-0114 server
+// Fake XEP-0114 server (the test suite's, in its fast mode)
 // ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, Default)]
-struct Progress {
-    /// Complete `<message>` stanzas received from herald.
-    messages: u64,
-    /// Ping answers queued for writing.
-    pongs: u64,
-    eof: bool,
-}
-
-struct LoadCmd {
-    chunks: Vec<Bytes>,
-    started: oneshot::Sender<Instant>,
-    /// When the last byte was handed to the socket.
-    written: oneshot::Sender<Instant>,
-}
-
-#[derive(Default)]
-struct ReaderShared {
-    /// (message count to reach, who to tell when it was received).
-    arm: Mutex<Option<(u64, oneshot::Sender<Instant>)>>,
-    samples: Mutex<Vec<String>>,
-}
-
-/// The logged-in server side of herald's connection.
-struct Link {
-    loads: mpsc::UnboundedSender<LoadCmd>,
-    progress: watch::Receiver<Progress>,
-    shared: Arc<ReaderShared>,
-}
-
-/// Accepts herald's connection and logs it in; then serves it from two tasks.
-async fn accept_component(listener: &TcpListener) -> io::Result<Link> {
-    let (sock, buf) = accept_and_login(listener, ADVERT).await?;
-    let (rd, wr) = sock.into_split();
-    let (pong_tx, pong_rx) = mpsc::unbounded_channel();
-    let (load_tx, load_rx) = mpsc::unbounded_channel();
-    let (progress_tx, progress) = watch::channel(Progress::default());
-    let shared = Arc::new(ReaderShared::default());
-    tokio::spawn(writer(wr, pong_rx, load_rx));
-    tokio::spawn(reader(rd, buf, pong_tx, progress_tx, shared.clone()));
-    Ok(Link {
-        loads: load_tx,
-        progress,
-        shared,
-    })
-}
-
-/// Writes ping answers as they come, and loads chunk by chunk with pending answers in between.
-async fn writer(
-    mut wr: OwnedWriteHalf,
-    mut pongs: mpsc::UnboundedReceiver<Bytes>,
-    mut loads: mpsc::UnboundedReceiver<LoadCmd>,
-) {
-    let mut loads_open = true;
-    loop {
-        tokio::select! {
-            biased;
-            pong = pongs.recv() => match pong {
-                Some(b) => {
-                    if wr.write_all(&b).await.is_err() {
-                        return;
-                    }
-                }
-                None => break,
-            },
-            load = loads.recv(), if loads_open => match load {
-                Some(cmd) => {
-                    let _ = cmd.started.send(Instant::now());
-                    for chunk in &cmd.chunks {
-                        while let Ok(b) = pongs.try_recv() {
-                            if wr.write_all(&b).await.is_err() {
-                                return;
-                            }
-                        }
-                        if wr.write_all(chunk).await.is_err() {
-                            return;
-                        }
-                    }
-                    let _ = cmd.written.send(Instant::now());
-                }
-                None => loads_open = false,
-            },
-        }
-    }
-    let _ = wr.shutdown().await;
-}
-
-/// Reads herald's output: counts event messages, keeps samples, answers pings.
-async fn reader(
-    mut rd: OwnedReadHalf,
-    mut buf: BytesMut,
-    pongs: mpsc::UnboundedSender<Bytes>,
-    progress: watch::Sender<Progress>,
-    shared: Arc<ReaderShared>,
-) {
-    let mut scanner = Scanner::default();
-    let mut received = Instant::now();
-    loop {
-        let before = (scanner.messages, scanner.pongs);
-        scanner.scan(&mut buf, &pongs, &shared);
-        if (scanner.messages, scanner.pongs) != before {
-            let mut arm = lock(&shared.arm);
-            if arm.as_ref().is_some_and(|(t, _)| scanner.messages >= *t) {
-                if let Some((_, tx)) = arm.take() {
-                    let _ = tx.send(received);
-                }
-            }
-            drop(arm);
-            progress.send_modify(|p| {
-                p.messages = scanner.messages;
-                p.pongs = scanner.pongs;
-            });
-        }
-        if buf.capacity() - buf.len() < 16 * 1024 {
-            buf.reserve(256 * 1024);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => break,
-            Ok(_) => received = Instant::now(),
-        }
-    }
-    progress.send_modify(|p| p.eof = true);
-}
-
-/// Splits herald's output into top-level elements, at text level.
-#[derive(Default)]
-struct Scanner {
-    messages: u64,
-    pongs: u64,
-}
-
-impl Scanner {
-    fn scan(
-        &mut self,
-        buf: &mut BytesMut,
-        pongs: &mpsc::UnboundedSender<Bytes>,
-        shared: &ReaderShared,
-    ) {
-        split_top_level(buf, |piece| match piece {
-            TopLevel::StreamEnd => {
-                // herald's `</stream:stream>`. Close ours too.
-                let _ = pongs.send(Bytes::from_static(b"</stream:stream>"));
-            }
-            TopLevel::Element {
-                tag,
-                local,
-                element,
-            } => match local {
-                b"message" => {
-                    self.messages += 1;
-                    if self.messages % SAMPLE_EVERY == 0 {
-                        let mut samples = lock(&shared.samples);
-                        if samples.len() < MAX_SAMPLES {
-                            samples.push(String::from_utf8_lossy(element).into_owned());
-                        }
-                    }
-                }
-                b"iq" => {
-                    if let Some(pong) = ping_answer(tag, element) {
-                        self.pongs += 1;
-                        let _ = pongs.send(Bytes::from(pong));
-                    }
-                }
-                _ => {}
-            },
-        });
-    }
-}
-
-/// `<iq type='result'/>` for an `<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>`.
-fn ping_answer(tag: &[u8], element: &[u8]) -> Option<String> {
-    if find(element, b"urn:xmpp:ping").is_none() || attr(tag, "type")? != "get" {
-        return None;
-    }
-    let id = attr(tag, "id")?;
-    let q = if id.contains('\'') { '"' } else { '\'' };
-    Some(format!(
-        "<iq type='result' id={q}{id}{q} from='localhost' to='{JID}'/>"
-    ))
-}
 
 /// Timing of one load, from its first byte written.
 #[derive(Debug, Clone, Copy)]
@@ -534,49 +350,43 @@ struct Timing {
     delivered_when_written: u64,
 }
 
+/// The logged-in server side of herald's connection.
+struct Link {
+    conn: FastConn,
+}
+
 impl Link {
     fn messages(&self) -> u64 {
-        self.progress.borrow().messages
+        self.conn.messages()
     }
 
     /// Waits until at least `n` ping answers were queued.
-    async fn pongs_at_least(&mut self, n: u64) -> Result<(), String> {
-        let wait = self.progress.wait_for(|p| p.pongs >= n || p.eof);
-        match tokio::time::timeout(PHASE_TIMEOUT, wait).await {
-            Ok(Ok(p)) if p.pongs >= n => Ok(()),
-            _ => Err("herald sent no snapshot ping after the advertisement".into()),
+    async fn pongs_at_least(&self, n: u64) -> Result<(), String> {
+        if self.conn.wait_pongs(n, PHASE_TIMEOUT).await {
+            Ok(())
+        } else {
+            Err("herald sent no snapshot ping after the advertisement".into())
         }
     }
 
     /// Streams `load`; returns when its first byte was written, its last byte was written and
     /// its last event message was received.
-    async fn stream(&mut self, load: &Load) -> Result<Timing, String> {
+    async fn stream(&self, load: &Load) -> Result<Timing, String> {
         let base = self.messages();
         let target = base + load.stanzas as u64;
-        let (arm_tx, arm_rx) = oneshot::channel();
-        *lock(&self.shared.arm) = Some((target, arm_tx));
-        let (started_tx, started_rx) = oneshot::channel();
-        let (written_tx, written_rx) = oneshot::channel();
-        let stopped = || "the fake server's writer stopped".to_string();
-        self.loads
-            .send(LoadCmd {
-                chunks: load.chunks.clone(),
-                started: started_tx,
-                written: written_tx,
-            })
-            .map_err(|_| stopped())?;
-        let started = started_rx.await.map_err(|_| stopped())?;
+        let done = self.conn.arm(target);
         let deadline = tokio::time::Instant::now() + PHASE_TIMEOUT;
         let late = |n: u64| {
             format!("only {n} of {target} event messages arrived within {PHASE_TIMEOUT:?}")
         };
-        let written = match tokio::time::timeout_at(deadline, written_rx).await {
-            Ok(Ok(w)) => w,
-            Ok(Err(_)) => return Err(stopped()),
-            Err(_) => return Err(late(self.messages())),
-        };
+        let (started, written) =
+            match tokio::time::timeout_at(deadline, self.conn.write(load.chunks.clone())).await {
+                Ok(Some(w)) => w,
+                Ok(None) => return Err("the fake server's writer stopped".into()),
+                Err(_) => return Err(late(self.messages())),
+            };
         let delivered_when_written = self.messages() - base;
-        match tokio::time::timeout_at(deadline, arm_rx).await {
+        match tokio::time::timeout_at(deadline, done).await {
             Ok(Ok(done)) => Ok(Timing {
                 elapsed: done - started,
                 written: written - started,
@@ -587,18 +397,12 @@ impl Link {
     }
 
     /// Waits until no message has arrived for `quiet`; returns the message count.
-    async fn settle(&mut self, quiet: Duration) -> u64 {
-        loop {
-            let before = self.messages();
-            tokio::time::sleep(quiet).await;
-            if self.messages() == before {
-                return before;
-            }
-        }
+    async fn settle(&self, quiet: Duration) -> u64 {
+        self.conn.settle(quiet).await
     }
 
     fn take_samples(&self) -> Vec<String> {
-        std::mem::take(&mut *lock(&self.shared.samples))
+        self.conn.take_samples()
     }
 }
 
@@ -870,10 +674,14 @@ async fn run(args: &Args) -> Result<Figures, String> {
         t0.elapsed()
     );
 
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // Prosody's advertisement (roster, message, presence); herald's disco#info stays unanswered.
+    let mut server = FakeServer::start(SECRET).await;
+    server.script_default(Script::accept().advertise().fast(Fast {
+        sample_every: SAMPLE_EVERY,
+        max_samples: MAX_SAMPLES,
+        disco_identity: None,
+    }));
+    let addr = server.addr;
     let store_dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
     let toml = format!(
         r#"
@@ -897,11 +705,10 @@ server_user = "world"
         let _ = stop_rx.await;
     }));
 
-    let mut link = tokio::select! {
-        accepted = tokio::time::timeout(PHASE_TIMEOUT, accept_component(&listener)) => match accepted {
-            Ok(Ok(link)) => link,
-            Ok(Err(e)) => return Err(format!("login: {e}")),
-            Err(_) => return Err("herald did not connect".into()),
+    let link = tokio::select! {
+        accepted = server.next_fast_connection(PHASE_TIMEOUT) => match accepted {
+            Some(conn) => Link { conn },
+            None => return Err("herald did not connect".into()),
         },
         ended = &mut herald => return Err(format!("herald stopped before connecting: {ended:?}")),
     };

@@ -11,17 +11,18 @@
 //! - **herald** itself, through its public [`herald::app::run`], with a sled store in a temporary
 //!   directory and one `[[sinks.webhook]]` named `bench` (no XMPP sink). The sink is signed
 //!   (`secret` set), as a production sink would be; `batch_delay = "0ms"`.
-//! - **A fake XEP-0114 server** (text level, cheap, after `examples/bench_presence.rs`): it checks
-//!   herald's handshake, sends Prosody's privilege advertisement, answers herald's pings and its
-//!   disco#info query (identity `server/im` "Prosody"), and writes forwarded presences. Each user
+//! - **The test suite's fake XEP-0114 server** (`tests/support/fake_server.rs`, in its fast, text
+//!   level mode, as in `examples/bench_presence.rs`): it checks herald's handshake, sends a
+//!   privilege advertisement (presence only), answers herald's pings and its disco#info query
+//!   (identity `server/im` "Prosody"), and writes forwarded presences. Each user
 //!   `P<u>@localhost/r<round>` comes online and goes offline once per round, so every stanza is a
 //!   change and yields exactly one event, and the event's `args.user` + `args.presence` name the
 //!   stanza that caused it.
-//! - **A webhook receiver**: a keep-alive HTTP/1.1 server on `127.0.0.1:0` written with tokio
-//!   (hyper is only a transitive dependency here). It reads each request, parses its JSON array
-//!   (`seq`, `at`, `args.user`, `args.presence` of every event), records the arrival time of
-//!   every event (when the whole body has been read) and answers `200` (or `503` on demand) with
-//!   an empty body.
+//! - **The test suite's webhook receiver** (`tests/support/webhook_receiver.rs`): a keep-alive
+//!   HTTP/1.1 server on `127.0.0.1:0` written with tokio, here keeping no bodies. As each request
+//!   arrives its JSON array is parsed (`seq`, `at`, `args.user`, `args.presence` of every event)
+//!   and the arrival time of every event (when the whole body had been read) recorded; it answers
+//!   `200` (or `503` on demand) with an empty body.
 //!
 //! Phases (each checks that every expected event arrived exactly once, in `seq` order):
 //!
@@ -42,18 +43,13 @@
 //!    called by `Lane::new`, and the first `peek`) are also timed on their own.
 
 use std::borrow::Cow;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use serde::Deserialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
 use herald::events::{Availability, EventArgs, PresenceEvent, Source};
@@ -61,11 +57,14 @@ use herald::store::Store;
 
 #[path = "support/bench_common.rs"]
 mod bench_common;
+#[path = "../tests/support/fake_server.rs"]
+mod fake_server;
+#[path = "../tests/support/webhook_receiver.rs"]
+mod webhook_receiver;
 
-use bench_common::{
-    accept_and_login, attr, cpu_model, cpu_seconds, find, lock, mib, split_top_level, thousands,
-    TopLevel, JID, SECRET,
-};
+use bench_common::{cpu_model, cpu_seconds, mib, thousands, JID, SECRET};
+use fake_server::{FakeServer, Fast, FastConn, Script};
+use webhook_receiver::{Answer, Reply, Request, WebhookReceiver};
 
 const SINK: &str = "bench";
 const ADVERT: &str = "<message from='localhost' to='herald.localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='presence' type='managed_entity'/></privilege></message>";
@@ -212,7 +211,7 @@ fn render(phase: u8, n: usize, per: Option<usize>) -> Vec<Bytes> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Webhook receiver
+// Webhook receiver (the test suite's, with every request tallied as it arrives)
 // ---------------------------------------------------------------------------------------------
 
 /// One event as the receiver got it.
@@ -242,73 +241,105 @@ struct WireArgs<'a> {
     presence: Cow<'a, str>,
 }
 
-struct RecvShared {
-    status: AtomicU16,
-    arrivals: Mutex<Vec<Arrival>>,
+#[derive(Default)]
+struct Tally {
+    arrivals: Vec<Arrival>,
     /// Requests answered 200 / answered otherwise, and body bytes of the 200s.
-    ok_requests: AtomicU64,
-    other_requests: AtomicU64,
-    body_bytes: AtomicU64,
-    /// Events recorded so far (answered 200).
-    recorded: watch::Sender<u64>,
-    error: Mutex<Option<String>>,
+    counts: RequestCounts,
+    error: Option<String>,
 }
 
+/// The receiver of `tests/support/webhook_receiver.rs`, keeping no bodies: each request answered
+/// 200 has its JSON array parsed (`seq`, `at`, `args.user`, `args.presence` of every event) as it
+/// arrives, and every event's arrival time (when the whole body had been read) is recorded.
 struct Receiver {
-    addr: std::net::SocketAddr,
-    shared: Arc<RecvShared>,
+    inner: WebhookReceiver,
+    tally: Arc<Mutex<Tally>>,
+    /// Events recorded so far (answered 200).
     recorded: watch::Receiver<u64>,
 }
 
 impl Receiver {
-    async fn start() -> io::Result<Receiver> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (tx, recorded) = watch::channel(0);
-        let shared = Arc::new(RecvShared {
-            status: AtomicU16::new(200),
-            arrivals: Mutex::new(Vec::new()),
-            ok_requests: AtomicU64::new(0),
-            other_requests: AtomicU64::new(0),
-            body_bytes: AtomicU64::new(0),
-            recorded: tx,
-            error: Mutex::new(None),
-        });
-        let s = shared.clone();
-        tokio::spawn(async move {
-            while let Ok((sock, _)) = listener.accept().await {
-                tokio::spawn(serve_http(sock, s.clone()));
+    async fn start() -> Receiver {
+        let inner = WebhookReceiver::start().await;
+        inner.keep_bodies(false);
+        let tally = Arc::new(Mutex::new(Tally::default()));
+        let (recorded_tx, recorded) = watch::channel(0);
+        inner.observe({
+            let tally = tally.clone();
+            move |r: &Request| {
+                if r.answer != Answer::Status(200) {
+                    lock(&tally).counts.other += 1;
+                    return;
+                }
+                let parsed: Result<Vec<Arrival>, String> =
+                    match serde_json::from_slice::<Vec<WireEvent<'_>>>(&r.body) {
+                        Ok(events) => Ok(events
+                            .iter()
+                            .map(|e| Arrival {
+                                at: r.at,
+                                seq: e.seq,
+                                stamped_ms: chrono::DateTime::parse_from_rfc3339(&e.at)
+                                    .map(|t| t.timestamp_millis())
+                                    .unwrap_or(0),
+                                tag: Tag::parse(&e.args.user, &e.args.presence),
+                            })
+                            .collect()),
+                        Err(e) => Err(format!("a body that is not an event array: {e}")),
+                    };
+                let mut tally = lock(&tally);
+                let n = match parsed {
+                    Ok(arrivals) => {
+                        let n = arrivals.len() as u64;
+                        tally.arrivals.extend_from_slice(&arrivals);
+                        n
+                    }
+                    Err(e) => {
+                        tally.error = Some(e);
+                        0
+                    }
+                };
+                tally.counts.ok += 1;
+                tally.counts.body_bytes += r.body.len() as u64;
+                drop(tally);
+                recorded_tx.send_modify(|total| *total += n);
             }
         });
-        Ok(Receiver {
-            addr,
-            shared,
+        Receiver {
+            inner,
+            tally,
             recorded,
-        })
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.inner.addr
     }
 
     fn set_status(&self, status: u16) {
-        self.shared.status.store(status, Ordering::SeqCst);
+        self.inner.set_default(Reply::status(status));
     }
 
     fn recorded(&self) -> u64 {
         *self.recorded.borrow()
     }
 
+    fn error(&self) -> Option<String> {
+        lock(&self.tally).error.clone()
+    }
+
     /// Takes the arrivals recorded so far and resets the request counters.
     fn take(&self) -> (Vec<Arrival>, RequestCounts) {
-        let arrivals = std::mem::take(&mut *lock(&self.shared.arrivals));
-        let counts = RequestCounts {
-            ok: self.shared.ok_requests.swap(0, Ordering::SeqCst),
-            other: self.shared.other_requests.swap(0, Ordering::SeqCst),
-            body_bytes: self.shared.body_bytes.swap(0, Ordering::SeqCst),
-        };
-        (arrivals, counts)
+        let mut tally = lock(&self.tally);
+        (
+            std::mem::take(&mut tally.arrivals),
+            std::mem::take(&mut tally.counts),
+        )
     }
 
     /// Waits until `n` events in total have been recorded.
     async fn wait_recorded(&mut self, n: u64, what: &str) -> Result<(), String> {
-        if let Some(e) = lock(&self.shared.error).clone() {
+        if let Some(e) = self.error() {
             return Err(format!("receiver: {e}"));
         }
         let wait = self.recorded.wait_for(|&r| r >= n);
@@ -319,8 +350,7 @@ impl Receiver {
             Err(format!(
                 "{what}: only {} of {n} events arrived within {PHASE_TIMEOUT:?}{}",
                 self.recorded(),
-                lock(&self.shared.error)
-                    .as_deref()
+                self.error()
                     .map(|e| format!(" (receiver: {e})"))
                     .unwrap_or_default()
             ))
@@ -335,241 +365,48 @@ struct RequestCounts {
     body_bytes: u64,
 }
 
-/// Serves one keep-alive connection: `Content-Length` bodies only (what reqwest sends).
-async fn serve_http(mut sock: TcpStream, shared: Arc<RecvShared>) {
-    let _ = sock.set_nodelay(true);
-    let mut buf = BytesMut::with_capacity(512 * 1024);
-    let mut parsed = Vec::with_capacity(1024);
-    loop {
-        let head_end = loop {
-            if let Some(i) = find(&buf, b"\r\n\r\n") {
-                break i + 4;
-            }
-            match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        };
-        let Some(length) = content_length(&buf[..head_end]) else {
-            *lock(&shared.error) = Some("a request without Content-Length".into());
-            return;
-        };
-        if buf.capacity() < head_end + length {
-            buf.reserve(head_end + length - buf.len());
-        }
-        while buf.len() < head_end + length {
-            match sock.read_buf(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {}
-            }
-        }
-        let arrived = Instant::now();
-        let request = buf.split_to(head_end + length);
-        let body = &request[head_end..];
-        let status = shared.status.load(Ordering::SeqCst);
-        if status == 200 {
-            parsed.clear();
-            match serde_json::from_slice::<Vec<WireEvent<'_>>>(body) {
-                Ok(events) => {
-                    for e in &events {
-                        parsed.push(Arrival {
-                            at: arrived,
-                            seq: e.seq,
-                            stamped_ms: chrono::DateTime::parse_from_rfc3339(&e.at)
-                                .map(|t| t.timestamp_millis())
-                                .unwrap_or(0),
-                            tag: Tag::parse(&e.args.user, &e.args.presence),
-                        });
-                    }
-                }
-                Err(e) => {
-                    *lock(&shared.error) = Some(format!("a body that is not an event array: {e}"));
-                }
-            }
-            let n = parsed.len() as u64;
-            lock(&shared.arrivals).extend_from_slice(&parsed);
-            shared.ok_requests.fetch_add(1, Ordering::Relaxed);
-            shared
-                .body_bytes
-                .fetch_add(body.len() as u64, Ordering::Relaxed);
-            shared.recorded.send_modify(|r| *r += n);
-        } else {
-            shared.other_requests.fetch_add(1, Ordering::Relaxed);
-        }
-        let answer = format!(
-            "HTTP/1.1 {status} {}\r\ncontent-length: 0\r\n\r\n",
-            if status == 200 { "OK" } else { "Unavailable" }
-        );
-        if sock.write_all(answer.as_bytes()).await.is_err() {
-            return;
-        }
-    }
-}
-
-fn content_length(head: &[u8]) -> Option<usize> {
-    let head = std::str::from_utf8(head).ok()?;
-    head.split("\r\n").find_map(|line| {
-        let (name, value) = line.split_once(':')?;
-        name.trim()
-            .eq_ignore_ascii_case("content-length")
-            .then(|| value.trim().parse().ok())?
-    })
-}
-
 // ---------------------------------------------------------------------------------------------
-// Fake XEP-0114 server
+// Fake XEP-0114 server (the test suite's, in its fast mode)
 // ---------------------------------------------------------------------------------------------
 
 /// The logged-in server side of herald's connection.
 struct Link {
-    wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
-    /// Ping answers sent (the first answers the snapshot-end ping).
-    pongs: watch::Receiver<u64>,
-    /// Highest fence (`<iq id='fence-N'>` ping to herald) herald has answered.
-    fences: watch::Receiver<u64>,
-    next_fence: u64,
-}
-
-async fn accept_component(listener: &TcpListener) -> io::Result<Link> {
-    let (sock, buf) = accept_and_login(listener, ADVERT).await?;
-    let (rd, wr) = sock.into_split();
-    let wr = Arc::new(tokio::sync::Mutex::new(wr));
-    let (answers_tx, answers_rx) = mpsc::unbounded_channel::<Bytes>();
-    let (pongs_tx, pongs) = watch::channel(0);
-    let (fences_tx, fences) = watch::channel(0);
-    tokio::spawn(answer_writer(wr.clone(), answers_rx));
-    tokio::spawn(reader(rd, buf, answers_tx, pongs_tx, fences_tx));
-    Ok(Link {
-        wr,
-        pongs,
-        fences,
-        next_fence: 0,
-    })
-}
-
-/// Writes the reader's answers (never blocks the reader on the load's write lock).
-async fn answer_writer(
-    wr: Arc<tokio::sync::Mutex<OwnedWriteHalf>>,
-    mut answers: mpsc::UnboundedReceiver<Bytes>,
-) {
-    while let Some(b) = answers.recv().await {
-        let mut w = wr.lock().await;
-        if w.write_all(&b).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Reads herald's output at text level: answers pings and disco#info, notes fence answers.
-async fn reader(
-    mut rd: OwnedReadHalf,
-    mut buf: BytesMut,
-    answers: mpsc::UnboundedSender<Bytes>,
-    pongs: watch::Sender<u64>,
-    fences: watch::Sender<u64>,
-) {
-    loop {
-        scan(&mut buf, &answers, &pongs, &fences);
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(64 * 1024);
-        }
-        match rd.read_buf(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-    }
-}
-
-fn scan(
-    buf: &mut BytesMut,
-    answers: &mpsc::UnboundedSender<Bytes>,
-    pongs: &watch::Sender<u64>,
-    fences: &watch::Sender<u64>,
-) {
-    split_top_level(buf, |piece| match piece {
-        TopLevel::StreamEnd => {
-            // herald's `</stream:stream>`: close ours too.
-            let _ = answers.send(Bytes::from_static(b"</stream:stream>"));
-        }
-        TopLevel::Element {
-            tag,
-            local,
-            element,
-        } => {
-            if local == b"iq" {
-                let id = attr(tag, "id").unwrap_or_default();
-                let q = if id.contains('\'') { '"' } else { '\'' };
-                match attr(tag, "type") {
-                    Some("get") if find(element, b"urn:xmpp:ping").is_some() => {
-                        let _ = answers.send(Bytes::from(format!(
-                            "<iq type='result' id={q}{id}{q} from='localhost' to='{JID}'/>"
-                        )));
-                        pongs.send_modify(|p| *p += 1);
-                    }
-                    Some("get") if find(element, b"disco#info").is_some() => {
-                        let _ = answers.send(Bytes::from(format!(
-                            "<iq type='result' id={q}{id}{q} from='localhost' to='{JID}'>\
-                             <query xmlns='http://jabber.org/protocol/disco#info'>\
-                             <identity category='server' type='im' name='Prosody'/></query></iq>"
-                        )));
-                    }
-                    Some("result") => {
-                        if let Some(n) = id.strip_prefix("fence-").and_then(|n| n.parse().ok()) {
-                            fences.send_modify(|f| *f = (*f).max(n));
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-    });
+    conn: FastConn,
 }
 
 impl Link {
     /// Waits for the answer to the snapshot-end ping herald sends after the advertisement.
-    async fn logged_in(&mut self) -> Result<(), String> {
-        match tokio::time::timeout(PHASE_TIMEOUT, self.pongs.wait_for(|&p| p >= 1)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err("herald sent no snapshot ping after the advertisement".into()),
+    async fn logged_in(&self) -> Result<(), String> {
+        if self.conn.wait_pongs(1, PHASE_TIMEOUT).await {
+            Ok(())
+        } else {
+            Err("herald sent no snapshot ping after the advertisement".into())
         }
     }
 
     /// Writes `chunks` back to back; returns when the first and the last were written.
     async fn write_all(&self, chunks: &[Bytes]) -> Result<(Instant, Instant), String> {
-        let mut first = None;
-        for c in chunks {
-            let mut w = self.wr.lock().await;
-            first.get_or_insert_with(Instant::now);
-            w.write_all(c)
-                .await
-                .map_err(|e| format!("writing the load: {e}"))?;
-        }
-        let first = first.unwrap_or_else(Instant::now);
-        Ok((first, Instant::now()))
+        self.conn
+            .write(chunks.to_vec())
+            .await
+            .ok_or_else(|| "writing the load: the connection is gone".to_owned())
     }
 
     /// Writes one chunk; returns the moment just before it was handed to the socket.
     async fn write_timed(&self, chunk: &Bytes) -> Result<Instant, String> {
-        let mut w = self.wr.lock().await;
-        let at = Instant::now();
-        w.write_all(chunk)
+        self.conn
+            .write_timed(chunk.clone())
             .await
-            .map_err(|e| format!("writing the load: {e}"))?;
-        Ok(at)
+            .ok_or_else(|| "writing the load: the connection is gone".to_owned())
     }
 
     /// Pings herald and waits for the answer: every stanza written before has been read by
     /// herald's connection task and handed to the presence service.
-    async fn fence(&mut self) -> Result<(), String> {
-        self.next_fence += 1;
-        let n = self.next_fence;
-        let ping = format!(
-            "<iq type='get' id='fence-{n}' from='localhost' to='{JID}'><ping xmlns='urn:xmpp:ping'/></iq>"
-        );
-        self.write_timed(&Bytes::from(ping)).await?;
-        match tokio::time::timeout(PHASE_TIMEOUT, self.fences.wait_for(|&f| f >= n)).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err("herald did not answer the fence ping".into()),
+    async fn fence(&self) -> Result<(), String> {
+        if self.conn.fence(PHASE_TIMEOUT).await {
+            Ok(())
+        } else {
+            Err("herald did not answer the fence ping".into())
         }
     }
 }
@@ -583,7 +420,7 @@ struct Herald {
     task: JoinHandle<Result<(), herald::app::RunError>>,
     /// Just before `app::run` was called.
     started: Instant,
-    listener: TcpListener,
+    server: FakeServer,
 }
 
 async fn start_herald(
@@ -592,10 +429,13 @@ async fn start_herald(
     batch_max: usize,
     retry_min: &str,
 ) -> Result<Herald, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| format!("bind: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    // The advertisement grants presence only; disco#info names the server Prosody.
+    let server = FakeServer::start(SECRET).await;
+    server.script_default(Script::accept().then_send(ADVERT).fast(Fast {
+        disco_identity: Some(("server".into(), "im".into(), "Prosody".into())),
+        ..Fast::default()
+    }));
+    let addr = server.addr;
     let toml = format!(
         r#"
 [component]
@@ -618,7 +458,7 @@ retry_max = "60s"
 timeout = "10s"
 "#,
         store = store.display(),
-        hook = receiver.addr,
+        hook = receiver.addr(),
     );
     let settings = herald::config::load_str(&toml).map_err(|e| format!("config: {e}"))?;
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
@@ -630,17 +470,16 @@ timeout = "10s"
         stop: Some(stop_tx),
         task,
         started,
-        listener,
+        server,
     })
 }
 
 impl Herald {
     async fn connect(&mut self) -> Result<Link, String> {
-        let mut link = tokio::select! {
-            accepted = tokio::time::timeout(PHASE_TIMEOUT, accept_component(&self.listener)) => match accepted {
-                Ok(Ok(link)) => link,
-                Ok(Err(e)) => return Err(format!("login: {e}")),
-                Err(_) => return Err("herald did not connect".into()),
+        let link = tokio::select! {
+            accepted = self.server.next_fast_connection(PHASE_TIMEOUT) => match accepted {
+                Some(conn) => Link { conn },
+                None => return Err("herald did not connect".into()),
             },
             ended = &mut self.task => return Err(format!("herald stopped before connecting: {ended:?}")),
         };
@@ -666,6 +505,10 @@ impl Herald {
 // ---------------------------------------------------------------------------------------------
 // Checks and figures
 // ---------------------------------------------------------------------------------------------
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
 
 /// Every stanza `0..n` of `phase` produced exactly one event, and `seq` is increasing.
 fn check_complete(arrivals: &[Arrival], phase: u8, n: usize, what: &str) -> Result<(), String> {
@@ -921,7 +764,7 @@ async fn disk(receiver: &mut Receiver, n: usize) -> Result<Disk, String> {
     receiver.set_status(503);
     let _ = receiver.take();
     let mut herald = start_herald(dir.path(), receiver, 1000, "10s").await?;
-    let mut link = herald.connect().await?;
+    let link = herald.connect().await?;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let before = dir_size(dir.path());
     let chunks = render(b'q', n, None);
@@ -1144,9 +987,7 @@ async fn main() {
 
 async fn run(args: &Args) -> Result<Figures, String> {
     let t0 = Instant::now();
-    let mut receiver = Receiver::start()
-        .await
-        .map_err(|e| format!("receiver: {e}"))?;
+    let mut receiver = Receiver::start().await;
 
     // Phases 1 and 2: one herald, batch_max 1000.
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;

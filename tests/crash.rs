@@ -235,6 +235,35 @@ async fn xmpp_events(conn: &mut Conn, n: usize, timeout: Duration) -> Vec<Value>
     got
 }
 
+/// Waits until a file under `dir` holds `needle`, i.e. the store has written it out (SIGKILL
+/// cannot take back what is in the files). False after `timeout`.
+async fn wait_until_in_files(dir: &Path, needle: &[u8], timeout: Duration) -> bool {
+    fn holds(dir: &Path, needle: &[u8]) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return false;
+        };
+        entries.flatten().any(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                holds(&path, needle)
+            } else {
+                std::fs::read(&path)
+                    .is_ok_and(|data| data.windows(needle.len()).any(|w| w == needle))
+            }
+        })
+    }
+    let deadline = Instant::now() + timeout;
+    loop {
+        if holds(dir, needle) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn describe(reqs: &[Request]) -> String {
     let mut out = String::new();
     for r in reqs {
@@ -313,7 +342,8 @@ async fn sigkill_after_the_events_were_persisted_loses_nothing() {
     s.receiver.set_default(Reply::status(500).body("try later"));
     let (mut herald, mut conn) = s.spawn().await;
 
-    let sent = transitions(K, 30, "u");
+    // 20 users over 15 rounds: every user ends online (even last round), see below.
+    let sent = transitions(K, 20, "u");
     for chunk in sent.chunks(50) {
         conn.send_raw(&chunk.iter().map(presence_xml).collect::<String>())
             .await;
@@ -329,8 +359,19 @@ async fn sigkill_after_the_events_were_persisted_loses_nothing() {
         want,
         "the XMPP sink's events"
     );
-    // … and 50 flush intervals later it is on disk.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // … and it is on disk. Proof: a later change to the presence table alone (a new status of a
+    // user who stays online: no event with the default `changes = "availability"`) has reached
+    // the store's files; the group commits before it, which hold every event, were written first.
+    let marker = format!("persisted-{}", uuid::Uuid::new_v4().simple());
+    conn.send_raw(&format!(
+        "<presence from='u0@localhost/r' to='{JID}'><status>{marker}</status></presence>"
+    ))
+    .await;
+    assert!(
+        wait_until_in_files(&s.dir.path().join("store"), marker.as_bytes(), EVENTUALLY).await,
+        "the store's files never held the status change written after the events:\n{}",
+        log_tail(&s.log())
+    );
     herald.kill9();
     let before = s.receiver.requests();
     assert!(!before.is_empty(), "herald never tried the endpoint");

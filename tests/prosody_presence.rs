@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use minidom::Element;
 use serde_json::Value;
 use support::client::{C2s, NS_CLIENT};
-use support::herald::{stop_servers, Config, DumpOnPanic, Herald, Logs, NS_FLUX};
+use support::herald::{stop_servers, Config, Herald, Logs, TestEnv, NS_FLUX};
 use support::prosody::Prosody;
 use support::server_user::ServerUser;
 
@@ -57,6 +57,12 @@ fn start_herald_with(p: &Prosody, store: &Path, presence: &str) -> Herald {
         .xmpp_sink()
         .settings(),
     )
+}
+
+/// herald's log line closing the snapshot of a (re)connection, whether the server sent one or not.
+fn snapshot_handled(line: &str) -> bool {
+    line.contains("presence snapshot complete")
+        || line.contains("the server sent no presence snapshot")
 }
 
 /// Waits for the ERROR about the missing presence permission.
@@ -352,13 +358,10 @@ async fn live_transitions(changes: &str) {
         .users(&[("world", "pw"), ("alice", "pa"), ("bob", "pb")])
         .start()
         .await;
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&p.log_path]);
     let all = changes == "all";
 
-    let (herald, mut world) = start_with_world(&p, store.path(), changes).await;
+    let (herald, mut world) = start_with_world(&p, env.store(), changes).await;
 
     let mut phone = login(&p, "alice@localhost/phone", "pa").await;
     phone.send_presence(None, Some("morning"), 1).await;
@@ -490,10 +493,7 @@ async fn user_online_before_herald_starts_comes_as_snapshot() {
         .users(&[("world", "pw"), ("carol", "pc")])
         .start()
         .await;
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&p.log_path]);
 
     let mut world = login_world(&p).await;
     let mut carol = login(&p, "carol@localhost/harness", "pc").await;
@@ -502,7 +502,7 @@ async fn user_online_before_herald_starts_comes_as_snapshot() {
         .await;
     sync(&mut carol).await;
 
-    let herald = start_herald(&p, store.path(), "availability");
+    let herald = start_herald(&p, env.store(), "availability");
     world
         .wait_until("carol's snapshot event", T, |g| {
             !of(g, "carol@localhost").is_empty()
@@ -553,12 +553,9 @@ async fn restart_reports_what_changed_while_away() {
         ])
         .start()
         .await;
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&p.log_path]);
 
-    let (herald, mut world) = start_with_world(&p, store.path(), "availability").await;
+    let (herald, mut world) = start_with_world(&p, env.store(), "availability").await;
     let mut alice = login(&p, "alice@localhost/phone", "pa").await;
     alice.send_presence(Some("chat"), Some("here"), 0).await;
     let mut bob = login(&p, "bob@localhost/desk", "pb").await;
@@ -585,7 +582,7 @@ async fn restart_reports_what_changed_while_away() {
     sync(&mut dave).await;
     sync(&mut alice).await;
 
-    let herald = start_herald(&p, store.path(), "availability");
+    let herald = start_herald(&p, env.store(), "availability");
     world
         .wait_until("bob's and dave's changes", T, |g| {
             let after = &g[before.len()..];
@@ -708,12 +705,9 @@ async fn events_produced_before_shutdown_are_delivered() {
         ])
         .start()
         .await;
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&p.log_path]);
 
-    let (mut herald, mut world) = start_with_world(&p, store.path(), "all").await;
+    let (mut herald, mut world) = start_with_world(&p, env.store(), "all").await;
     let mut alice = login(&p, "alice@localhost/phone", "pa").await;
     alice.send_presence(None, Some("start"), 0).await;
     world
@@ -759,7 +753,7 @@ async fn events_produced_before_shutdown_are_delivered() {
         world.collect_for(Duration::from_millis(500)).await;
         restarted_at.push(world.got.len());
 
-        herald = start_herald(&p, store.path(), "all");
+        herald = start_herald(&p, env.store(), "all");
         // Ready for the next round once a probe's presence has come through: whatever the
         // server sent before it (the snapshot) has been handled, and later presences are live.
         let probe_jid = format!("dave@localhost/probe{round}");
@@ -908,7 +902,7 @@ async fn events_produced_before_shutdown_are_delivered() {
          each shutdown: {:?}",
         started.elapsed(),
         report.join("\n  "),
-        delivered_during_shutdown(&logs.text())
+        delivered_during_shutdown(&env.logs.text())
     );
     drop((carols, probes));
 }
@@ -936,16 +930,13 @@ async fn server_goes_down(down: Down, snapshot: Option<&str>, alice_returns: boo
         .users(&[("world", "pw"), ("alice", "pa")])
         .start()
         .await;
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&p.log_path]);
     let mut presence = "changes = \"availability\"".to_owned();
     if let Some(mode) = snapshot {
         presence.push_str(&format!("\nsnapshot = \"{mode}\""));
     }
 
-    let herald = start_herald_with(&p, store.path(), &presence);
+    let herald = start_herald_with(&p, env.store(), &presence);
     let mut world = login_world(&p).await;
     let mut alice = login(&p, "alice@localhost/phone", "pa").await;
     alice.send_presence(None, None, 0).await;
@@ -965,8 +956,8 @@ async fn server_goes_down(down: Down, snapshot: Option<&str>, alice_returns: boo
         assert!(status.success());
     }
     p.restart().await;
-    // herald reconnects by itself (backoff from 1 s). Wait until it has, and has had the time
-    // to handle the server's snapshot, before anyone logs in again.
+    // herald reconnects by itself (backoff from 1 s). Wait until it has, and has handled the
+    // server's snapshot (one of these lines per connection), before anyone logs in again.
     let deadline = Instant::now() + Duration::from_secs(10);
     while p
         .log()
@@ -977,7 +968,10 @@ async fn server_goes_down(down: Down, snapshot: Option<&str>, alice_returns: boo
         assert!(Instant::now() < deadline, "herald did not reconnect");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        env.logs.wait_for_lines(T, 2, snapshot_handled).await,
+        "herald did not handle the snapshot after reconnecting within {T:?}"
+    );
     assert!(herald.is_running(), "herald stopped on its own");
     drop((world, alice));
 
@@ -1107,13 +1101,10 @@ async fn missing_presence_permission_is_reported_and_not_fatal() {
         .privileges(&[("roster", "both")])
         .start()
         .await;
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&p.log_path]);
 
-    let herald = start_herald(&p, store.path(), "availability");
-    let line = wait_for_missing_presence_error(&logs).await;
+    let herald = start_herald(&p, env.store(), "availability");
+    let line = wait_for_missing_presence_error(&env.logs).await;
     assert!(line.contains(COMPONENT), "names the component: {line}");
 
     let mut world = login_world(&p).await;
@@ -1158,17 +1149,14 @@ async fn restart_without_presence_permission(snapshot: Option<&str>) {
             .privileges(&[("roster", "both")])
             .start()
     );
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&full.log_path, &narrow.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&full.log_path, &narrow.log_path]);
     let mut presence = "changes = \"availability\"".to_owned();
     if let Some(mode) = snapshot {
         presence.push_str(&format!("\nsnapshot = \"{mode}\""));
     }
 
     // First run, with presence permission: world and alice are online, herald knows it.
-    let herald = start_herald_with(&full, store.path(), &presence);
+    let herald = start_herald_with(&full, env.store(), &presence);
     let mut world = login_world(&full).await;
     let mut alice = login(&full, "alice@localhost/phone", "pa").await;
     alice.send_presence(None, None, 0).await;
@@ -1185,8 +1173,8 @@ async fn restart_without_presence_permission(snapshot: Option<&str>) {
     let mut alice2 = login(&narrow, "alice@localhost/phone", "pa").await;
     alice2.send_presence(None, None, 0).await;
     sync(&mut alice2).await;
-    let herald = start_herald_with(&narrow, store.path(), &presence);
-    wait_for_missing_presence_error(&logs).await;
+    let herald = start_herald_with(&narrow, env.store(), &presence);
+    wait_for_missing_presence_error(&env.logs).await;
     world2.collect_for(Duration::from_secs(2)).await;
     assert!(
         world2.got.is_empty(),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use minidom::Element;
 use serde_json::Value;
 use support::client::C2s;
-use support::herald::{event_json, stop_servers, Config, DumpOnPanic, Herald, Logs};
+use support::herald::{event_json, stop_servers, Config, Herald, TestEnv};
 use support::prosody::Prosody;
 use support::server_user::ServerUser;
 use webhook_receiver::{Request, WebhookReceiver};
@@ -217,14 +217,11 @@ async fn webhook_gets_exactly_what_the_server_user_gets() {
         ])
         .start()
         .await;
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&p.log_path]);
     let receiver = WebhookReceiver::start().await;
     receiver.set_secret(HOOK_KEY.as_bytes());
 
-    let herald = start_herald(&p, store.path(), &receiver);
+    let herald = start_herald(&p, env.store(), &receiver);
     let mut world = login_world(&p).await;
     wait_for(&mut world, 1, "its own presence event").await;
 
@@ -306,10 +303,7 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
         .users(&[("world", "pw"), ("alice", "pa"), ("carol", "pc")])
         .start()
         .await;
-    let logs = Logs::default();
-    let _log_guard = logs.install();
-    let _dump = DumpOnPanic::new(&logs, &[&p.log_path]);
-    let store = tempfile::tempdir().unwrap();
+    let env = TestEnv::new(&[&p.log_path]);
     let receiver = WebhookReceiver::start().await;
     receiver.set_secret(HOOK_KEY.as_bytes());
 
@@ -321,7 +315,7 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
         .await;
     sync(&mut alice, "before-herald").await;
 
-    let herald = start_herald(&p, store.path(), &receiver);
+    let herald = start_herald(&p, env.store(), &receiver);
     wait_for(&mut world, 2, "the snapshot of world and alice").await;
     world.collect_for(QUIET).await;
     herald.stop_ok(STOP_TIMEOUT).await;
@@ -333,7 +327,7 @@ async fn snapshot_and_resync_events_reach_both_sinks_identically() {
     carol.send_presence(None, None, 0).await;
     sync(&mut carol, "while-away").await;
 
-    let herald = start_herald(&p, store.path(), &receiver);
+    let herald = start_herald(&p, env.store(), &receiver);
     wait_for(
         &mut world,
         4,

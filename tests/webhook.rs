@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 
 use fake_server::{escape, Conn, FakeServer, Script};
 use herald_support::{
-    event_json, is_event_message, seq, transitions, user_presence, Config, Herald, JID, SECRET,
+    event_json, is_event_message, seq, transitions, user_presence, Config, Herald, Logs, JID,
+    SECRET,
 };
 use serde_json::Value;
 use webhook_receiver::{Answer, Reply, Request, WebhookReceiver};
@@ -329,6 +330,70 @@ fn listed_dead_letters(listing: &str) -> Vec<(u64, String)> {
         .collect()
 }
 
+/// The value of `name=` in a log line (up to the next space), if it is there.
+fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
+    let start = line.find(&format!(" {name}="))? + name.len() + 2;
+    line[start..].split_whitespace().next()
+}
+
+/// `(batch, reason)` of every failed delivery to the webhook sink herald logged so far.
+fn failed_deliveries(logs: &Logs) -> Vec<(String, String)> {
+    logs.text()
+        .lines()
+        .filter(|l| {
+            l.contains("delivery failed; will retry")
+                && l.contains(&format!("sink=webhook {HOOK} "))
+        })
+        .map(|l| {
+            let batch = log_field(l, "batch").unwrap_or_default().to_owned();
+            let reason = l.split_once(" reason=").map_or("", |(_, r)| r).to_owned();
+            (batch, reason)
+        })
+        .collect()
+}
+
+/// Attempts refused at connection time (nothing listening), among `failed`.
+fn refused(failed: &[(String, String)]) -> usize {
+    failed
+        .iter()
+        .filter(|(_, reason)| reason.starts_with("connection failed"))
+        .count()
+}
+
+/// `(events, first_seq, last_seq)` of every backlog trim of the webhook sink herald logged.
+fn backlog_trims(logs: &Logs) -> Vec<(usize, u64, u64)> {
+    logs.text()
+        .lines()
+        .filter(|l| {
+            l.contains("backlog over max_backlog") && l.contains(&format!("sink=webhook {HOOK} "))
+        })
+        .map(|l| {
+            let number = |name| {
+                log_field(l, name)
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or_else(|| panic!("no numeric {name} in {l:?}"))
+            };
+            (
+                number("events") as usize,
+                number("first_seq"),
+                number("last_seq"),
+            )
+        })
+        .collect()
+}
+
+/// Waits until `cond` holds on herald's log; false after `timeout`.
+async fn wait_for_log(logs: &Logs, timeout: Duration, cond: impl Fn(&Logs) -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while !cond(logs) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
 // ---------------------------------------------------------------------------------------------
 // 1. Retry on 5xx: same batch, same id, delivered once
 // ---------------------------------------------------------------------------------------------
@@ -620,6 +685,10 @@ async fn an_endpoint_that_hangs_once_is_retried_after_the_timeout() {
 #[tokio::test]
 async fn an_endpoint_down_for_a_while_gets_everything_in_order_exactly_once() {
     const N: usize = 50;
+    /// Refused attempts to wait for while down: with retry 100–400 ms, about a second.
+    const REFUSALS: usize = 4;
+    let logs = Logs::default();
+    let _log_guard = logs.install();
     let mut s = Setup::new().await;
     let (herald, conn) = s.start().await;
 
@@ -630,35 +699,59 @@ async fn an_endpoint_down_for_a_while_gets_everything_in_order_exactly_once() {
         s.receiver.wait_for_accepted_seqs(1, EVENTUALLY).await,
         "warm-up event not delivered"
     );
+    let warm_seq = accepted_seqs(&s.receiver)[0];
 
     s.receiver.go_down().await;
     let down_at = s.receiver.request_count();
+    let failed_before = failed_deliveries(&logs).len();
     let sent = transitions(N, 10, "u");
-    let started = Instant::now();
     for t in &sent {
         conn.send_raw(&presence_xml(t)).await;
         tokio::time::sleep(Duration::from_millis(30)).await;
     }
-    let left = Duration::from_millis(1500).saturating_sub(started.elapsed());
-    tokio::time::sleep(left).await;
-    assert_eq!(
-        s.receiver.request_count(),
-        down_at,
-        "requests reached the receiver while it was down"
+    // herald keeps trying while nothing listens: wait for its attempts to be refused a few times.
+    assert!(
+        wait_for_log(&logs, EVENTUALLY, |logs| {
+            refused(&failed_deliveries(logs)[failed_before..]) >= REFUSALS
+        })
+        .await,
+        "herald did not retry an endpoint refusing connections {REFUSALS} times; failed attempts: \
+         {:?}",
+        &failed_deliveries(&logs)[failed_before..]
     );
     s.receiver.come_up().await;
     let up_at = Instant::now();
+    // Every attempt while down was for one batch, the oldest undelivered event first: the
+    // batch is kept, with its id, until the endpoint takes it.
+    let failed = failed_deliveries(&logs)[failed_before..].to_vec();
+    let retried: std::collections::BTreeSet<&str> =
+        failed.iter().map(|(b, _)| b.as_str()).collect();
+    assert_eq!(
+        retried.len(),
+        1,
+        "the batch changed between attempts while the endpoint was down: {failed:?}"
+    );
 
     assert!(
         s.receiver.wait_for_accepted_seqs(N + 1, EVENTUALLY).await,
         "not everything was delivered after the endpoint came back:{}",
         describe(&s.receiver.requests())
     );
-    let first_after = s.receiver.requests()[down_at].at;
+    let first_after = s.receiver.requests()[down_at].clone();
     assert!(
-        first_after.saturating_duration_since(up_at) < Duration::from_secs(1),
+        first_after.at.saturating_duration_since(up_at) < Duration::from_secs(1),
         "first attempt {:?} after the endpoint came back (retry_max 400ms)",
-        first_after.saturating_duration_since(up_at)
+        first_after.at.saturating_duration_since(up_at)
+    );
+    assert_eq!(
+        first_after.batch_id(),
+        retried.first().copied(),
+        "the first request after the endpoint came back is not the batch herald was retrying"
+    );
+    assert_eq!(
+        first_after.seqs().first(),
+        Some(&(warm_seq + 1)),
+        "the batch retried while down starts with the first event sent while down"
     );
     s.receiver.wait_quiet(QUIET).await;
     let reqs = s.receiver.requests();
@@ -750,6 +843,8 @@ async fn requests_are_signed_and_carry_the_configured_headers() {
 #[tokio::test]
 async fn a_backlog_over_max_backlog_dead_letters_the_oldest_and_spares_other_sinks() {
     const N: usize = 30;
+    let logs = Logs::default();
+    let _log_guard = logs.install();
     let mut s = Setup::new().await.hook("max_backlog", "10");
     s.receiver.go_down().await;
     let (herald, mut conn) = s.start().await;
@@ -765,9 +860,30 @@ async fn a_backlog_over_max_backlog_dead_letters_the_oldest_and_spares_other_sin
     let all: Vec<u64> = xmpp.iter().map(seq).collect();
     assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "{all:?}");
 
-    // Past one full retry period, so the worker has seen the whole backlog.
-    tokio::time::sleep(QUIET).await;
-    assert_eq!(s.receiver.request_count(), 0);
+    // While the endpoint is down, herald tries it, is refused, and trims the backlog to the 10
+    // newest: the 20 oldest go to the dead letters then, not once the endpoint is back.
+    let trimmed = |logs: &Logs| backlog_trims(logs).iter().map(|t| t.0).sum::<usize>();
+    assert!(
+        wait_for_log(&logs, EVENTUALLY, |logs| trimmed(logs) >= N - 10).await,
+        "herald did not trim the backlog to max_backlog while the endpoint was down: trims \
+         {:?}, failed attempts {:?}",
+        backlog_trims(&logs),
+        failed_deliveries(&logs)
+    );
+    let trims = backlog_trims(&logs);
+    assert_eq!(trimmed(&logs), N - 10, "trims {trims:?}");
+    assert_eq!(
+        (trims[0].1, trims[trims.len() - 1].2),
+        (all[0], all[N - 11]),
+        "the trims took the oldest events, in order: {trims:?}"
+    );
+    assert!(
+        wait_for_log(&logs, EVENTUALLY, |logs| refused(&failed_deliveries(logs))
+            >= 1)
+        .await,
+        "herald never tried the endpoint while it was down: {:?}",
+        failed_deliveries(&logs)
+    );
     s.receiver.come_up().await;
     assert!(
         s.receiver.wait_for_accepted_seqs(10, EVENTUALLY).await,

@@ -13,23 +13,31 @@
 //! answers XEP-0199 pings unless told to be silent, writes raw XML on demand, and drops the socket
 //! on command. Reading is done with rxml + minidom's `TreeBuilder`, not with tokio-xmpp, so the
 //! server is an independent implementation of the wire format herald's side must get right.
+//!
+//! A connection scripted with [`Script::fast`] is served for throughput instead (the benchmarks
+//! in `examples/` use it): after the same login it is handed over as a [`FastConn`], which writes
+//! pre-rendered loads (chunks cut at stanza boundaries, ping answers slipped in between chunks as
+//! a real server interleaves them) and reads herald's output at text level, without building any
+//! element: it counts `<message>`s, keeps a sample of them, answers pings (and optionally
+//! disco#info) and notes the answers to its own pings ([`FastConn::fence`]).
 
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::{Buf, Bytes, BytesMut};
 use minidom::tree_builder::TreeBuilder;
 use minidom::Element;
 use rxml::{AsyncRawReader, RawEvent};
 use sha1::{Digest, Sha1};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub const NS_COMPONENT: &str = "jabber:component:accept";
@@ -78,6 +86,7 @@ pub struct Script {
     advertise: bool,
     stanzas: Vec<String>,
     answer_pings: bool,
+    fast: Option<Fast>,
 }
 
 impl Default for Script {
@@ -87,6 +96,7 @@ impl Default for Script {
             advertise: false,
             stanzas: Vec::new(),
             answer_pings: true,
+            fast: None,
         }
     }
 }
@@ -128,6 +138,13 @@ impl Script {
         self.answer_pings = false;
         self
     }
+
+    /// Serves the logged-in connection as a [`FastConn`] (from
+    /// [`FakeServer::next_fast_connection`]) instead of a [`Conn`]. It always answers pings.
+    pub fn fast(mut self, fast: Fast) -> Self {
+        self.fast = Some(fast);
+        self
+    }
 }
 
 /// One login attempt, whatever its outcome.
@@ -163,6 +180,7 @@ pub struct FakeServer {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
     accepted: mpsc::UnboundedReceiver<Conn>,
+    fast_accepted: mpsc::UnboundedReceiver<FastConn>,
     attempts: mpsc::UnboundedReceiver<Attempt>,
     acceptor: JoinHandle<()>,
 }
@@ -188,17 +206,18 @@ impl FakeServer {
             attempts: AtomicUsize::new(0),
         });
         let (conn_tx, accepted) = mpsc::unbounded_channel();
+        let (fast_tx, fast_accepted) = mpsc::unbounded_channel();
         let (attempt_tx, attempts) = mpsc::unbounded_channel();
         let acceptor = tokio::spawn({
             let shared = shared.clone();
             async move {
                 while let Ok((socket, _)) = listener.accept().await {
-                    tokio::spawn(serve(
-                        shared.clone(),
-                        socket,
-                        conn_tx.clone(),
-                        attempt_tx.clone(),
-                    ));
+                    let accepted = Accepted {
+                        conns: conn_tx.clone(),
+                        fast: fast_tx.clone(),
+                        attempts: attempt_tx.clone(),
+                    };
+                    tokio::spawn(serve(shared.clone(), socket, accepted));
                 }
             }
         });
@@ -206,6 +225,7 @@ impl FakeServer {
             addr,
             shared,
             accepted,
+            fast_accepted,
             attempts,
             acceptor,
         }
@@ -241,6 +261,21 @@ impl FakeServer {
             .ok()
             .flatten()
     }
+
+    /// The next accepted connection scripted with [`Script::fast`].
+    pub async fn next_fast_connection(&mut self, timeout: Duration) -> Option<FastConn> {
+        tokio::time::timeout(timeout, self.fast_accepted.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+}
+
+/// Where [`serve`] hands what it accepted.
+struct Accepted {
+    conns: mpsc::UnboundedSender<Conn>,
+    fast: mpsc::UnboundedSender<FastConn>,
+    attempts: mpsc::UnboundedSender<Attempt>,
 }
 
 /// What a connection saw from herald, in order.
@@ -379,12 +414,7 @@ impl Conn {
 }
 
 /// Serves one TCP connection: header, handshake, then the scripted session.
-async fn serve(
-    shared: Arc<Shared>,
-    socket: TcpStream,
-    conns: mpsc::UnboundedSender<Conn>,
-    attempts: mpsc::UnboundedSender<Attempt>,
-) {
+async fn serve(shared: Arc<Shared>, socket: TcpStream, accepted: Accepted) {
     let _ = socket.set_nodelay(true);
     let (rd, mut wr) = socket.into_split();
     let mut reader = ElementReader::new(rd);
@@ -415,7 +445,7 @@ async fn serve(
         Login::RejectSecret
     };
     shared.attempts.fetch_add(1, Ordering::SeqCst);
-    let _ = attempts.send(Attempt {
+    let _ = accepted.attempts.send(Attempt {
         to: to.clone(),
         digest_ok,
         answer,
@@ -449,6 +479,10 @@ async fn serve(
     if wr.write_all(welcome.as_bytes()).await.is_err() {
         return;
     }
+    if let Some(fast) = script.fast {
+        let component = to.unwrap_or_default();
+        return start_fast_session(reader, wr, stream_id, component, fast, &accepted.fast);
+    }
 
     let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
     let (seen_tx, seen_rx) = mpsc::unbounded_channel();
@@ -463,7 +497,7 @@ async fn serve(
         eof: false,
         read_error: None,
     };
-    if conns.send(conn).is_err() {
+    if accepted.conns.send(conn).is_err() {
         return;
     }
     session(reader, wr, cmd_rx, seen_tx, answer_pings).await;
@@ -583,6 +617,14 @@ impl ElementReader {
         }
     }
 
+    /// The socket's read half and what was read from it but not parsed yet. Only used right
+    /// after the handshake, when herald waits for the answer and has sent nothing more.
+    fn into_raw(self) -> (OwnedReadHalf, BytesMut) {
+        let (buffered, _parser) = self.parser.into_inner();
+        let rest = BytesMut::from(buffered.buffer());
+        (buffered.into_inner(), rest)
+    }
+
     /// Reads the stream header; returns its `to`. (That the stanzas are in the
     /// `jabber:component:accept` default namespace is checked on the handshake.)
     async fn header(&mut self) -> std::io::Result<Option<String>> {
@@ -638,4 +680,494 @@ impl ElementReader {
 
 fn invalid(e: impl ToString) -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fast sessions (benchmarks): pre-rendered loads in, text-level counting out
+// ---------------------------------------------------------------------------------------------
+
+/// What a fast session does with herald's output beyond answering its pings.
+#[derive(Debug, Clone, Default)]
+pub struct Fast {
+    /// Keeps the raw text of one `<message>` in this many for [`FastConn::take_samples`] (0: none).
+    pub sample_every: u64,
+    /// At most this many samples are held at a time.
+    pub max_samples: usize,
+    /// Answers herald's disco#info query with this identity: (category, type, name). Without it
+    /// the query is left unanswered.
+    pub disco_identity: Option<(String, String, String)>,
+}
+
+/// What a fast session has seen so far.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FastProgress {
+    /// Complete top-level `<message>` elements received from herald.
+    pub messages: u64,
+    /// Ping answers queued for writing.
+    pub pongs: u64,
+    /// Highest `N` of an answered [`FastConn::fence`] ping (`id='fence-N'`).
+    pub fences: u64,
+    /// herald's side of the socket has ended.
+    pub eof: bool,
+}
+
+/// One load for the writer: chunks written back to back, ping answers slipped in between.
+struct Load {
+    chunks: Vec<Bytes>,
+    /// Just before the first chunk was handed to the socket.
+    started: oneshot::Sender<Instant>,
+    /// Once the last chunk was handed to the socket.
+    written: oneshot::Sender<Instant>,
+}
+
+#[derive(Default)]
+struct FastShared {
+    /// (message count to reach, who to tell when the read that reached it returned).
+    arm: Mutex<Option<(u64, oneshot::Sender<Instant>)>>,
+    samples: Mutex<Vec<String>>,
+}
+
+/// The handle on a logged-in [`Script::fast`] connection.
+pub struct FastConn {
+    /// The stream id the server gave this connection.
+    pub stream_id: String,
+    /// The component's JID (the `to` of its stream header).
+    pub component: String,
+    loads: mpsc::UnboundedSender<Load>,
+    progress: watch::Receiver<FastProgress>,
+    shared: Arc<FastShared>,
+    next_fence: AtomicU64,
+}
+
+impl FastConn {
+    /// Writes `chunks` back to back (pending ping answers go out between two chunks); returns
+    /// when the first chunk was about to be written and when the last one was. `None` if the
+    /// connection is gone.
+    pub async fn write(&self, chunks: Vec<Bytes>) -> Option<(Instant, Instant)> {
+        let (started_tx, started) = oneshot::channel();
+        let (written_tx, written) = oneshot::channel();
+        self.loads
+            .send(Load {
+                chunks,
+                started: started_tx,
+                written: written_tx,
+            })
+            .ok()?;
+        let started = started.await.ok()?;
+        let written = written.await.ok()?;
+        Some((started, written))
+    }
+
+    /// Writes one chunk; returns the moment just before it was handed to the socket.
+    pub async fn write_timed(&self, chunk: Bytes) -> Option<Instant> {
+        self.write(vec![chunk]).await.map(|(started, _)| started)
+    }
+
+    pub fn progress(&self) -> FastProgress {
+        *self.progress.borrow()
+    }
+
+    /// `<message>`s received so far.
+    pub fn messages(&self) -> u64 {
+        self.progress.borrow().messages
+    }
+
+    /// Resolves with the moment the read that brought the message count to `target` returned
+    /// (at once if it is already there). Replaces an earlier, unresolved arm.
+    pub fn arm(&self, target: u64) -> oneshot::Receiver<Instant> {
+        let (tx, rx) = oneshot::channel();
+        let mut arm = lock(&self.shared.arm);
+        // The reader publishes its count before it checks the arm (under this lock), so a count
+        // read here after taking the lock is never older than the reader's last check.
+        if self.messages() >= target {
+            let _ = tx.send(Instant::now());
+        } else {
+            *arm = Some((target, tx));
+        }
+        rx
+    }
+
+    /// Waits until at least `n` ping answers were queued; false on timeout or at the socket's end.
+    pub async fn wait_pongs(&self, n: u64, timeout: Duration) -> bool {
+        let mut progress = self.progress.clone();
+        let reached = progress.wait_for(|p| p.pongs >= n || p.eof);
+        let done =
+            matches!(tokio::time::timeout(timeout, reached).await, Ok(Ok(p)) if p.pongs >= n);
+        done
+    }
+
+    /// Pings herald and waits for its answer: everything written before has been read by
+    /// herald's connection task (it answers in stream order). False on timeout.
+    pub async fn fence(&self, timeout: Duration) -> bool {
+        let n = self.next_fence.fetch_add(1, Ordering::SeqCst) + 1;
+        let ping = format!(
+            "<iq type='get' id='fence-{n}' from='{SERVER_DOMAIN}' to='{}'><ping xmlns='{NS_PING}'/></iq>",
+            escape(&self.component)
+        );
+        if self.write_timed(Bytes::from(ping)).await.is_none() {
+            return false;
+        }
+        let mut progress = self.progress.clone();
+        let answered = progress.wait_for(|p| p.fences >= n || p.eof);
+        let done =
+            matches!(tokio::time::timeout(timeout, answered).await, Ok(Ok(p)) if p.fences >= n);
+        done
+    }
+
+    /// Waits until no `<message>` has arrived for `quiet`; returns the message count.
+    pub async fn settle(&self, quiet: Duration) -> u64 {
+        loop {
+            let before = self.messages();
+            tokio::time::sleep(quiet).await;
+            if self.messages() == before {
+                return before;
+            }
+        }
+    }
+
+    /// The samples kept since the last call.
+    pub fn take_samples(&self) -> Vec<String> {
+        std::mem::take(&mut *lock(&self.shared.samples))
+    }
+}
+
+/// Hands the logged-in connection over to a fast session (a writer and a reader task).
+fn start_fast_session(
+    reader: ElementReader,
+    wr: OwnedWriteHalf,
+    stream_id: String,
+    component: String,
+    fast: Fast,
+    conns: &mpsc::UnboundedSender<FastConn>,
+) {
+    let (rd, buffered) = reader.into_raw();
+    let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+    let (loads_tx, loads_rx) = mpsc::unbounded_channel();
+    let (progress_tx, progress) = watch::channel(FastProgress::default());
+    let shared = Arc::new(FastShared::default());
+    let conn = FastConn {
+        stream_id,
+        component: component.clone(),
+        loads: loads_tx,
+        progress,
+        shared: shared.clone(),
+        next_fence: AtomicU64::new(0),
+    };
+    if conns.send(conn).is_err() {
+        return;
+    }
+    tokio::spawn(fast_writer(wr, answers_rx, loads_rx));
+    let scanner = Scanner {
+        fast,
+        component,
+        progress: FastProgress::default(),
+    };
+    tokio::spawn(fast_reader(
+        rd,
+        buffered,
+        scanner,
+        answers_tx,
+        progress_tx,
+        shared,
+    ));
+}
+
+/// Writes the reader's answers as they come, and loads chunk by chunk with the pending answers
+/// in between.
+async fn fast_writer(
+    mut wr: OwnedWriteHalf,
+    mut answers: mpsc::UnboundedReceiver<Bytes>,
+    mut loads: mpsc::UnboundedReceiver<Load>,
+) {
+    let mut loads_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            answer = answers.recv() => match answer {
+                Some(b) => {
+                    if wr.write_all(&b).await.is_err() {
+                        return;
+                    }
+                }
+                // The reader saw the socket's end.
+                None => break,
+            },
+            load = loads.recv(), if loads_open => match load {
+                Some(load) => {
+                    let mut started = Some(load.started);
+                    for chunk in &load.chunks {
+                        while let Ok(b) = answers.try_recv() {
+                            if wr.write_all(&b).await.is_err() {
+                                return;
+                            }
+                        }
+                        if let Some(tx) = started.take() {
+                            let _ = tx.send(Instant::now());
+                        }
+                        if wr.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    if let Some(tx) = started.take() {
+                        let _ = tx.send(Instant::now());
+                    }
+                    let _ = load.written.send(Instant::now());
+                }
+                None => loads_open = false,
+            },
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+/// Reads herald's output into one growing buffer and scans it after every read.
+async fn fast_reader(
+    mut rd: OwnedReadHalf,
+    mut buf: BytesMut,
+    mut scanner: Scanner,
+    answers: mpsc::UnboundedSender<Bytes>,
+    progress: watch::Sender<FastProgress>,
+    shared: Arc<FastShared>,
+) {
+    let mut received = Instant::now();
+    loop {
+        let before = scanner.progress;
+        scanner.scan(&mut buf, &answers, &shared);
+        let now = scanner.progress;
+        if (now.messages, now.pongs, now.fences) != (before.messages, before.pongs, before.fences) {
+            // Published before the arm is checked: see `FastConn::arm`.
+            progress.send_replace(now);
+            let mut arm = lock(&shared.arm);
+            if arm.as_ref().is_some_and(|(t, _)| now.messages >= *t) {
+                if let Some((_, tx)) = arm.take() {
+                    let _ = tx.send(received);
+                }
+            }
+        }
+        if buf.capacity() - buf.len() < 16 * 1024 {
+            buf.reserve(256 * 1024);
+        }
+        match rd.read_buf(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(_) => received = Instant::now(),
+        }
+    }
+    progress.send_modify(|p| p.eof = true);
+}
+
+/// The fast session's view of herald's output, one top-level element at a time.
+struct Scanner {
+    fast: Fast,
+    component: String,
+    progress: FastProgress,
+}
+
+impl Scanner {
+    fn scan(
+        &mut self,
+        buf: &mut BytesMut,
+        answers: &mpsc::UnboundedSender<Bytes>,
+        shared: &FastShared,
+    ) {
+        split_top_level(buf, |piece| match piece {
+            TopLevel::StreamEnd => {
+                // herald's `</stream:stream>`: like Prosody, close ours too.
+                let _ = answers.send(Bytes::from_static(b"</stream:stream>"));
+            }
+            TopLevel::Element {
+                tag,
+                local,
+                element,
+            } => match local {
+                b"message" => {
+                    self.progress.messages += 1;
+                    let every = self.fast.sample_every;
+                    if every > 0 && self.progress.messages % every == 0 {
+                        let mut samples = lock(&shared.samples);
+                        if samples.len() < self.fast.max_samples {
+                            samples.push(String::from_utf8_lossy(element).into_owned());
+                        }
+                    }
+                }
+                b"iq" => self.iq(tag, element, answers),
+                _ => {}
+            },
+        });
+    }
+
+    fn iq(&mut self, tag: &[u8], element: &[u8], answers: &mpsc::UnboundedSender<Bytes>) {
+        let id = attr(tag, "id").unwrap_or_default();
+        match attr(tag, "type") {
+            Some("get") if find(element, NS_PING.as_bytes()).is_some() => {
+                let _ = answers.send(Bytes::from(format!("{}/>", self.result_head(tag, id))));
+                self.progress.pongs += 1;
+            }
+            Some("get") if find(element, NS_DISCO_INFO.as_bytes()).is_some() => {
+                if let Some((category, kind, name)) = &self.fast.disco_identity {
+                    let _ = answers.send(Bytes::from(format!(
+                        "{}><query xmlns='{NS_DISCO_INFO}'><identity category='{}' type='{}' name='{}'/>\
+                         </query></iq>",
+                        self.result_head(tag, id),
+                        escape(category),
+                        escape(kind),
+                        escape(name)
+                    )));
+                }
+            }
+            Some("result") => {
+                if let Some(n) = id.strip_prefix("fence-").and_then(|n| n.parse().ok()) {
+                    self.progress.fences = self.progress.fences.max(n);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// `<iq type='result' id=… from=… to=…` (unclosed) answering the iq whose start tag is `tag`.
+    /// Attribute values are copied as herald escaped them.
+    fn result_head(&self, tag: &[u8], id: &str) -> String {
+        let from = attr(tag, "to").unwrap_or(SERVER_DOMAIN);
+        let to = attr(tag, "from").unwrap_or(&self.component);
+        format!(
+            "<iq type='result' id={} from={} to={}",
+            quoted(id),
+            quoted(from),
+            quoted(to)
+        )
+    }
+}
+
+/// A raw (already escaped) attribute value in quotes that do not occur in it.
+fn quoted(raw: &str) -> String {
+    if raw.contains('\'') {
+        format!("\"{raw}\"")
+    } else {
+        format!("'{raw}'")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text-level XML (fast sessions)
+// ---------------------------------------------------------------------------------------------
+
+/// One top-level piece of herald's output.
+pub enum TopLevel<'a> {
+    /// herald's `</stream:stream>` (the only end tag at top level).
+    StreamEnd,
+    /// A complete element: its start tag, the start tag's local name and the whole element.
+    Element {
+        tag: &'a [u8],
+        local: &'a [u8],
+        element: &'a [u8],
+    },
+}
+
+/// Splits herald's output into top-level elements, at text level, handing each complete one
+/// to `on` and consuming it from `buf`. Whitespace, stray text between stanzas (none
+/// expected), `<?…?>` declarations and a stream header (it stays open) are skipped.
+pub fn split_top_level(buf: &mut BytesMut, mut on: impl FnMut(TopLevel<'_>)) {
+    let data = &buf[..];
+    let mut pos = 0;
+    loop {
+        while pos < data.len() && data[pos].is_ascii_whitespace() {
+            pos += 1;
+        }
+        if pos >= data.len() {
+            break;
+        }
+        if data[pos] != b'<' {
+            match find_byte(&data[pos..], b'<') {
+                Some(i) => pos += i,
+                None => pos = data.len(),
+            }
+            continue;
+        }
+        let Some(gt) = find_byte(&data[pos..], b'>') else {
+            break;
+        };
+        let tag_end = pos + gt + 1;
+        let tag = &data[pos..tag_end];
+        if tag.starts_with(b"<?") {
+            pos = tag_end;
+            continue;
+        }
+        if tag.starts_with(b"</") {
+            on(TopLevel::StreamEnd);
+            pos = tag_end;
+            continue;
+        }
+        let name = tag_name(tag);
+        let local = match name.iter().position(|&b| b == b':') {
+            Some(i) => &name[i + 1..],
+            None => name,
+        };
+        if local == b"stream" {
+            pos = tag_end;
+            continue;
+        }
+        let end = if tag.ends_with(b"/>") {
+            tag_end
+        } else {
+            let mut closing = Vec::with_capacity(name.len() + 3);
+            closing.extend_from_slice(b"</");
+            closing.extend_from_slice(name);
+            closing.push(b'>');
+            match find(&data[tag_end..], &closing) {
+                Some(i) => tag_end + i + closing.len(),
+                None => break,
+            }
+        };
+        on(TopLevel::Element {
+            tag,
+            local,
+            element: &data[pos..end],
+        });
+        pos = end;
+    }
+    buf.advance(pos);
+}
+
+/// The raw (still escaped) value of attribute `name` in a start tag.
+pub fn attr<'a>(tag: &'a [u8], name: &str) -> Option<&'a str> {
+    let mut from = 0;
+    while let Some(i) = find(&tag[from..], name.as_bytes()) {
+        let at = from + i;
+        let after = at + name.len();
+        let preceded = at > 0 && tag[at - 1].is_ascii_whitespace();
+        if preceded && tag.get(after) == Some(&b'=') {
+            let quote = *tag.get(after + 1)?;
+            let start = after + 2;
+            let len = find_byte(&tag[start..], quote)?;
+            return std::str::from_utf8(&tag[start..start + len]).ok();
+        }
+        from = after;
+    }
+    None
+}
+
+/// The (prefixed) name of a start tag.
+pub fn tag_name(tag: &[u8]) -> &[u8] {
+    let rest = &tag[1..];
+    let end = rest
+        .iter()
+        .position(|&b| b.is_ascii_whitespace() || b == b'>' || b == b'/')
+        .unwrap_or(rest.len());
+    &rest[..end]
+}
+
+pub fn find_byte(hay: &[u8], b: u8) -> Option<usize> {
+    hay.iter().position(|&x| x == b)
+}
+
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        i += find_byte(&hay[i..=hay.len() - needle.len()], first)?;
+        if &hay[i + 1..i + needle.len()] == rest {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
 }

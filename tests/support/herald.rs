@@ -1,6 +1,7 @@
 //! herald itself, as the integration tests run it: its configuration ([`Config`]), an in-process
 //! instance with a shutdown trigger ([`Herald`]), its logs ([`init_test_tracing`], [`Logs`],
-//! [`DumpOnPanic`]) and the events it sends ([`is_event_message`], [`event_json`]).
+//! [`DumpOnPanic`], and all of a test's scaffolding at once: [`TestEnv`]) and the events it sends
+//! ([`is_event_message`], [`event_json`]).
 //!
 //! Self-contained (only the `herald` crate and the dev-dependencies), so that it can be included
 //! both as `support::herald` (with `mod support;`) and by path next to `support/fake_server.rs`
@@ -228,6 +229,30 @@ impl Logs {
         String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
     }
 
+    /// The log lines for which `pred` holds, so far.
+    pub fn count_lines(&self, pred: impl Fn(&str) -> bool) -> usize {
+        self.text().lines().filter(|l| pred(l)).count()
+    }
+
+    /// Waits until at least `n` log lines satisfy `pred`; false after `timeout`.
+    pub async fn wait_for_lines(
+        &self,
+        timeout: Duration,
+        n: usize,
+        pred: impl Fn(&str) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.count_lines(&pred) >= n {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits for a log line for which `pred` holds, and returns it.
     pub async fn wait_for_line(
         &self,
@@ -287,6 +312,36 @@ impl Drop for DumpOnPanic {
                 file_tail(path, 60)
             );
         }
+    }
+}
+
+/// What every test running herald in-process against real servers sets up first: herald's log
+/// captured on this thread ([`Logs::install`]), printed with the tail of each server log if the
+/// test panics ([`DumpOnPanic`]), and a fresh store directory. Create it after the servers, so
+/// that it is dropped before them (while their log files still exist).
+pub struct TestEnv {
+    // Fields drop in this order: the dump first, while the log capture is still installed.
+    _dump: DumpOnPanic,
+    _log_guard: tracing::subscriber::DefaultGuard,
+    pub logs: Logs,
+    pub store: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub fn new<P: AsRef<Path>>(server_logs: &[P]) -> TestEnv {
+        let logs = Logs::default();
+        let log_guard = logs.install();
+        TestEnv {
+            _dump: DumpOnPanic::new(&logs, server_logs),
+            _log_guard: log_guard,
+            logs,
+            store: tempfile::tempdir().expect("a temporary store directory"),
+        }
+    }
+
+    /// The store directory.
+    pub fn store(&self) -> &Path {
+        self.store.path()
     }
 }
 

@@ -19,6 +19,10 @@
 //! With [`WebhookReceiver::set_secret`] the receiver checks `X-Herald-Signature: sha256=<hex
 //! HMAC-SHA256(secret, body)>` on every request like a real endpoint would (its own HMAC, not
 //! herald's), records the outcome in [`Request::signature_valid`], and answers `401` to a bad one.
+//!
+//! For long runs (the benchmarks in `examples/`), [`WebhookReceiver::observe`] hands every request
+//! to a callback as it is recorded, and [`WebhookReceiver::keep_bodies`]`(false)` records requests
+//! without their bodies, so that memory stays flat however many events arrive.
 
 #![allow(dead_code)]
 
@@ -109,11 +113,13 @@ pub struct Request {
     pub index: usize,
     /// Which TCP connection carried it (counted from 0 over the receiver's life).
     pub conn: u64,
+    /// When its last body byte had been read.
     pub at: Instant,
     pub method: String,
     pub path: String,
     /// Header names lowercased, in arrival order.
     pub headers: Vec<(String, String)>,
+    /// Empty once recorded if bodies are not kept (see [`WebhookReceiver::keep_bodies`]).
     pub body: Vec<u8>,
     pub answer: Answer,
     /// `Some(valid)` when a secret was set (see [`WebhookReceiver::set_secret`]).
@@ -191,10 +197,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Called with every request, on its connection's task, as it is recorded (before it is answered).
+pub type Observer = Arc<dyn Fn(&Request) + Send + Sync>;
+
 struct Shared {
     script: Mutex<VecDeque<Reply>>,
     default: Mutex<Reply>,
     secret: Mutex<Option<Vec<u8>>>,
+    observer: Mutex<Option<Observer>>,
+    keep_bodies: AtomicBool,
     requests: Mutex<Vec<Request>>,
     /// Bumped after every recorded request.
     changed: watch::Sender<usize>,
@@ -243,6 +254,8 @@ impl WebhookReceiver {
             script: Mutex::new(VecDeque::new()),
             default: Mutex::new(Reply::status(200)),
             secret: Mutex::new(None),
+            observer: Mutex::new(None),
+            keep_bodies: AtomicBool::new(true),
             requests: Mutex::new(Vec::new()),
             changed,
             down: AtomicBool::new(false),
@@ -288,6 +301,17 @@ impl WebhookReceiver {
     /// Verify `X-Herald-Signature` with `secret` from now on (answer 401 to a bad signature).
     pub fn set_secret(&self, secret: &[u8]) {
         *lock(&self.shared.secret) = Some(secret.to_vec());
+    }
+
+    /// Hands every request from now on to `observer` (see [`Observer`]), replacing an earlier one.
+    pub fn observe(&self, observer: impl Fn(&Request) + Send + Sync + 'static) {
+        *lock(&self.shared.observer) = Some(Arc::new(observer));
+    }
+
+    /// Whether requests are recorded with their bodies (initially true). The observer always
+    /// gets the body.
+    pub fn keep_bodies(&self, keep: bool) {
+        self.shared.keep_bodies.store(keep, Ordering::SeqCst);
     }
 
     /// Stops listening and closes every open connection: from now on connecting is refused.
@@ -464,6 +488,7 @@ async fn serve(shared: Arc<Shared>, socket: TcpStream, conn: u64) {
         if let Err(e) = rd.read_exact(&mut body).await {
             return eprintln!("webhook receiver: body cut short on connection {conn}: {e}");
         }
+        let at = Instant::now();
 
         let secret = lock(&shared.secret).clone();
         let signature_valid = secret.as_ref().map(|s| {
@@ -487,19 +512,27 @@ async fn serve(shared: Arc<Shared>, socket: TcpStream, conn: u64) {
             .iter()
             .any(|(n, v)| n == "connection" && v.eq_ignore_ascii_case("close"));
         {
+            let observer = lock(&shared.observer).clone();
             let mut requests = lock(&shared.requests);
             let index = requests.len();
-            requests.push(Request {
+            let mut request = Request {
                 index,
                 conn,
-                at: Instant::now(),
+                at,
                 method: head.method,
                 path: head.path,
                 headers: head.headers,
                 body,
                 answer,
                 signature_valid,
-            });
+            };
+            if let Some(observe) = observer {
+                observe(&request);
+            }
+            if !shared.keep_bodies.load(Ordering::SeqCst) {
+                request.body = Vec::new();
+            }
+            requests.push(request);
             shared.changed.send_replace(index + 1);
         }
         match reply {

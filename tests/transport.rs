@@ -12,15 +12,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use fake_server::{prosody_advertisement, Conn, FakeServer, Script, NS_COMPONENT, NS_PING};
-use herald::app::{self, Observers, RunError};
+use herald::app::Observers;
 use herald::config::Settings;
 use herald::xmpp::iq_handlers::{IqFuture, IqHandlers, IqRequest};
 use herald::xmpp::routes::LinkStatus;
-use herald_support::{event_json, init_test_tracing, is_event_message, Config, JID, SECRET};
+use herald_support::{event_json, is_event_message, Config, Herald, JID, SECRET};
 use minidom::Element;
 use serde_json::Value;
 use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const EVENTUALLY: Duration = Duration::from_secs(5);
 const QUIET: Duration = Duration::from_millis(400);
@@ -32,45 +31,20 @@ fn settings(server: &FakeServer, store: &Path) -> Settings {
         .settings()
 }
 
-/// herald's `app::run_with` in a task, with extra IQ handlers and its observers.
+/// herald with extra IQ handlers, and its observers.
 struct Running {
-    shutdown: Option<oneshot::Sender<()>>,
-    task: JoinHandle<Result<(), RunError>>,
+    herald: Herald,
     observers: Observers,
 }
 
 async fn start(settings: Settings, handlers: IqHandlers) -> Running {
-    init_test_tracing();
-    let (shutdown, signal) = oneshot::channel::<()>();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(app::run_with(
-        settings,
-        handlers,
-        async move {
-            let _ = signal.await;
-        },
-        move |o| {
-            let _ = tx.send(o);
-        },
-    ));
-    let observers = rx.await.expect("herald starts");
-    Running {
-        shutdown: Some(shutdown),
-        task,
-        observers,
-    }
+    let (herald, observers) = Herald::start_observed(settings, handlers).await;
+    Running { herald, observers }
 }
 
 impl Running {
-    async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        let r = tokio::time::timeout(EVENTUALLY, &mut self.task)
-            .await
-            .expect("herald stops in time")
-            .expect("the herald task does not panic");
-        r.expect("a clean shutdown");
+    async fn stop(self) {
+        self.herald.stop_ok(EVENTUALLY).await;
     }
 }
 

@@ -138,6 +138,33 @@ impl Herald {
         }
     }
 
+    /// `app::run_with` with extra IQ handlers; returns once herald has started, with its
+    /// observers (presence read handle, connection status, store).
+    pub async fn start_observed(
+        settings: Settings,
+        handlers: herald::xmpp::iq_handlers::IqHandlers,
+    ) -> (Herald, herald::app::Observers) {
+        init_test_tracing();
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(herald::app::run_with(
+            settings,
+            handlers,
+            async move {
+                let _ = signal.await;
+            },
+            move |o| {
+                let _ = tx.send(o);
+            },
+        ));
+        let observers = rx.await.expect("herald starts");
+        let herald = Herald {
+            shutdown: Some(shutdown),
+            task,
+        };
+        (herald, observers)
+    }
+
     /// [`init_test_tracing`], then [`Herald::start`].
     pub fn start_with_test_log(settings: Settings) -> Herald {
         init_test_tracing();

@@ -21,6 +21,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::events::fanout::Fanout;
+use crate::http::HttpContext;
+use crate::metrics::Metrics;
 use crate::outbox::worker::{self, Lane, Policy};
 use crate::presence::query::PresenceReader;
 use crate::presence::service::{PresenceContext, PresenceService};
@@ -46,6 +48,11 @@ pub enum RunError {
     Sink(String),
     #[error("cannot start the presence service's thread: {0}")]
     Thread(std::io::Error),
+    #[error("cannot listen on http.listen = {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the presence service on a thread of its own, with a single-threaded runtime for its
@@ -80,6 +87,8 @@ pub struct Observers {
     pub presence: PresenceReader,
     /// The connection status.
     pub status: tokio::sync::watch::Receiver<LinkStatus>,
+    /// Where the HTTP listener is bound (`None`: `http.listen = ""`).
+    pub http: Option<std::net::SocketAddr>,
     /// The store, for fault injection in tests ([`Store::fail_next_queue_writes`]).
     #[doc(hidden)]
     pub store: Store,
@@ -107,11 +116,21 @@ pub async fn run_with(
     let (handle, queues) = XmppHandle::new(iq_tracker.clone(), &jid);
     let (routes, inboxes) = Routes::new(IqDispatcher::new(handlers, handle.clone()));
 
+    let metrics = Metrics::new();
+    // Bound before anything starts, so a taken port fails the start, not a later request.
+    let http_listener = match settings.http.listen {
+        Some(addr) => Some(
+            crate::http::bind(addr)
+                .await
+                .map_err(|source| RunError::Http { addr, source })?,
+        ),
+        None => None,
+    };
     let workers_stop = CancellationToken::new();
     let mut workers = JoinSet::new();
     let mut lanes = Vec::new();
     for s in &settings.xmpp_sinks {
-        let lane = Lane::new(store.sink_queue(&s.name)?);
+        let lane = Lane::new(store.sink_queue(&s.name)?).with_metrics(metrics.sink(&s.name));
         let sink = XmppSink::new(handle.clone(), s.to.to_string(), s.domain.clone());
         workers.spawn(worker::run_pipelined(
             lane.clone(),
@@ -122,7 +141,7 @@ pub async fn run_with(
         lanes.push(lane);
     }
     for s in &settings.webhook_sinks {
-        let lane = Lane::new(store.sink_queue(&s.name)?);
+        let lane = Lane::new(store.sink_queue(&s.name)?).with_metrics(metrics.sink(&s.name));
         let sink = WebhookSink::new(s).map_err(|e| RunError::Sink(e.to_string()))?;
         let policy = Policy {
             batch_max: s.batch_max,
@@ -146,17 +165,38 @@ pub async fn run_with(
         PresenceContext {
             settings: settings.presence.clone(),
             server_domains: settings.component.server_domains.clone(),
-            fanout: Fanout::new(lanes),
+            fanout: Fanout::new(lanes.clone()),
             handle: handle.clone(),
+            metrics: metrics.presence(),
         },
     )?;
     let presence = spawn_presence_thread(service, inboxes.presence).map_err(RunError::Thread)?;
     // Group chats and other messages: nobody acts on them yet.
     let rooms = tokio::spawn(routes::discard(inboxes.rooms, "rooms"));
     let messages = tokio::spawn(routes::discard(inboxes.messages, "messages"));
+    let http_stopping = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let http = http_listener.map(|listener| {
+        tokio::spawn(crate::http::serve(
+            listener,
+            HttpContext {
+                metrics: metrics.clone(),
+                presence: reader.clone(),
+                status: inboxes.status.clone(),
+                lanes: lanes.clone(),
+                store_path: settings.store.path.clone(),
+                server_domains: settings.component.server_domains.clone(),
+                token: settings.http.token.clone(),
+                stopping: http_stopping.clone(),
+            },
+            http_stop.clone(),
+        ))
+    });
     started(Observers {
         presence: reader,
         status: inboxes.status,
+        http: http_addr,
         store: store.clone(),
     });
     let reader_stop = CancellationToken::new();
@@ -179,6 +219,7 @@ pub async fn run_with(
         r = &mut conn => Some(r),
     };
     info!("shutting down");
+    http_stopping.cancel();
     reader_stop.cancel();
     if tokio::time::timeout(STAGE_DEADLINE, presence)
         .await
@@ -209,6 +250,16 @@ pub async fn run_with(
     };
     rooms.abort();
     messages.abort();
+    http_stop.cancel();
+    if let Some(mut http) = http {
+        if tokio::time::timeout(STAGE_DEADLINE, &mut http)
+            .await
+            .is_err()
+        {
+            warn!("HTTP requests still in progress at shutdown were cut off");
+            http.abort();
+        }
+    }
     store.flush().await?;
     match conn_result {
         Ok(r) => r?,

@@ -189,6 +189,7 @@ pub async fn run_with(
                 server_domains: settings.component.server_domains.clone(),
                 token: settings.http.token.clone(),
                 stopping: http_stopping.clone(),
+                table_cache: Default::default(),
             },
             http_stop.clone(),
         ))

@@ -288,7 +288,8 @@ impl Metrics {
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry);
+        let _ =
+            prometheus_client::encoding::prometheus_text::encode(&mut out, &self.inner.registry);
         out
     }
 }
@@ -328,7 +329,10 @@ mod tests {
                 metric.name
             );
         }
-        assert!(text.contains("herald_presences_received_total 3\n"), "{text}");
+        assert!(
+            text.contains("herald_presences_received_total 3\n"),
+            "{text}"
+        );
         assert!(
             text.contains("herald_events_emitted_total{source=\"resync\"} 2\n"),
             "{text}"

@@ -1054,10 +1054,7 @@ fn http_token_comes_from_token_or_token_file_and_is_checked() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("token");
     std::fs::write(&file, "0123456789abcdef-from-file\n").unwrap();
-    let toml = format!(
-        "{MINIMAL}[http]\ntoken_file = '{}'\n",
-        file.display()
-    );
+    let toml = format!("{MINIMAL}[http]\ntoken_file = '{}'\n", file.display());
     let settings = with_env(&[], || ok(load_str(&toml)));
     assert_eq!(
         settings.http.token.as_ref().map(Secret::expose),
@@ -1076,10 +1073,16 @@ fn http_token_comes_from_token_or_token_file_and_is_checked() {
         ("token = \"short\"", "http.token"),
         ("token = \"0123456789 abcdef\"", "http.token"),
         (
-            &format!("token = \"0123456789abcdef\"\ntoken_file = '{}'", file.display()) as &str,
+            &format!(
+                "token = \"0123456789abcdef\"\ntoken_file = '{}'",
+                file.display()
+            ) as &str,
             "http",
         ),
-        ("token_file = '/nonexistent/herald-token'", "http.token_file"),
+        (
+            "token_file = '/nonexistent/herald-token'",
+            "http.token_file",
+        ),
     ] {
         let toml = format!("{MINIMAL}[http]\n{body}\n");
         let errors = with_env(&[], || problems(load_str(&toml)));

@@ -78,7 +78,10 @@ async fn get(url: &str, token: Option<&str>) -> (u16, String) {
     if let Some(t) = token {
         req = req.header("authorization", format!("Bearer {t}"));
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let code = resp.status().as_u16();
     (code, resp.text().await.unwrap())
 }
@@ -196,9 +199,15 @@ async fn readyz_is_503_before_the_handshake_and_200_after_the_snapshot() {
     assert_eq!(body["ready"], false);
     assert_eq!(body["stream"]["ok"], false);
     assert_eq!(body["snapshot"]["ok"], false);
-    assert_eq!(body["presence_permission"]["domains"]["localhost"], Value::Null);
+    assert_eq!(
+        body["presence_permission"]["domains"]["localhost"],
+        Value::Null
+    );
     let problem = body["problems"][0].as_str().unwrap();
-    assert!(problem.contains("stream") && problem.contains("down"), "{body}");
+    assert!(
+        problem.contains("stream") && problem.contains("down"),
+        "{body}"
+    );
 
     open.send_replace(true);
     wait_ready(&o).await;
@@ -277,7 +286,9 @@ async fn metrics_count_what_happened() {
         .sum();
     assert_eq!(dead, 1, "the first request carried alice's snapshot event");
     assert!(
-        receiver.wait_for_accepted_seqs(events.len() - dead, T).await,
+        receiver
+            .wait_for_accepted_seqs(events.len() - dead, T)
+            .await,
         "the webhook did not accept the other events"
     );
     let mut by_source: BTreeMap<String, f64> = BTreeMap::new();
@@ -327,12 +338,22 @@ async fn metrics_count_what_happened() {
     assert_eq!(sink("herald_sink_delivered_total", "game"), Some(n - 1.0));
     assert_eq!(sink("herald_sink_dead_lettered_total", "game"), Some(1.0));
     assert_eq!(sink("herald_sink_dead_lettered_total", xmpp), Some(0.0));
-    assert_eq!(sink("herald_sink_retries_total", "game"), Some(1.0), "{text}");
+    assert_eq!(
+        sink("herald_sink_retries_total", "game"),
+        Some(1.0),
+        "{text}"
+    );
     assert_eq!(sink("herald_sink_backlog", "game"), Some(0.0));
     assert_eq!(sink("herald_sink_backlog", xmpp), Some(0.0));
-    assert_eq!(sink("herald_sink_oldest_event_age_seconds", "game"), Some(0.0));
+    assert_eq!(
+        sink("herald_sink_oldest_event_age_seconds", "game"),
+        Some(0.0)
+    );
     assert_eq!(value(&m, "herald_connection_up", &[]), Some(1.0));
-    assert_eq!(value(&m, "herald_connection_reconnects_total", &[]), Some(0.0));
+    assert_eq!(
+        value(&m, "herald_connection_reconnects_total", &[]),
+        Some(0.0)
+    );
     assert_eq!(
         value(
             &m,
@@ -347,7 +368,10 @@ async fn metrics_count_what_happened() {
         "{text}"
     );
     // alice/phone and world's resource.
-    assert_eq!(value(&m, "herald_presence_resources_online", &[]), Some(2.0));
+    assert_eq!(
+        value(&m, "herald_presence_resources_online", &[]),
+        Some(2.0)
+    );
     assert!(value(&m, "herald_presences_received_total", &[]).unwrap() >= n);
     assert!(value(&m, "herald_store_size_bytes", &[]).unwrap() > 0.0);
 
@@ -362,8 +386,15 @@ async fn metrics_count_what_happened() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("sink game: 0 queued, 1 dead letters"), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("sink game: 0 queued, 1 dead letters"),
+        "{stdout}"
+    );
     assert!(stdout.contains("HTTP 400"), "{stdout}");
     drop((world, alice));
     stop_servers(p).await;
@@ -414,7 +445,9 @@ async fn presence_api_matches_who_is_online_before_and_after_a_logout() {
 
     let mut world = login_world(&p).await;
     let mut phone = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
-    phone.send_presence(Some("away"), Some("on the train"), 5).await;
+    phone
+        .send_presence(Some("away"), Some("on the train"), 5)
+        .await;
     let mut laptop = C2s::login(&p.c2s_addr(), "alice@localhost/laptop", "pa").await;
     laptop.send_presence(None, None, 0).await;
     let mut bob = C2s::login(&p.c2s_addr(), "bob@localhost/desk", "pb").await;
@@ -453,12 +486,17 @@ async fn presence_api_matches_who_is_online_before_and_after_a_logout() {
     assert_eq!(alice["jid"], "alice@localhost");
     assert_eq!(
         jids(&alice),
-        BTreeSet::from(["alice@localhost/laptop".into(), "alice@localhost/phone".into()])
+        BTreeSet::from([
+            "alice@localhost/laptop".into(),
+            "alice@localhost/phone".into()
+        ])
     );
 
     // alice's phone logs out.
     phone.send_unavailable().await;
-    world.wait_until("alice/phone offline", T, |g| g.len() >= 5).await;
+    world
+        .wait_until("alice/phone offline", T, |g| g.len() >= 5)
+        .await;
     let (_, table) = get_json(&all, Some(TOKEN)).await;
     let mut expected = online.clone();
     expected.remove("alice@localhost/phone");
@@ -520,9 +558,14 @@ async fn without_a_token_the_presence_api_is_404_and_the_rest_is_served() {
     let (herald, o) = Herald::start_observed(with_http(&cfg, "listen = \"127.0.0.1:0\"")).await;
     let base = base(&o);
     assert_eq!(get(&format!("{base}/v1/presence"), None).await.0, 404);
-    assert_eq!(get(&format!("{base}/v1/presence"), Some(TOKEN)).await.0, 404);
     assert_eq!(
-        get(&format!("{base}/v1/presence/a@localhost"), Some(TOKEN)).await.0,
+        get(&format!("{base}/v1/presence"), Some(TOKEN)).await.0,
+        404
+    );
+    assert_eq!(
+        get(&format!("{base}/v1/presence/a@localhost"), Some(TOKEN))
+            .await
+            .0,
         404
     );
     assert_eq!(get(&format!("{base}/healthz"), None).await.0, 200);
@@ -552,11 +595,7 @@ async fn listen_empty_binds_nothing() {
     for (http, listening) in [("listen = \"\"", 0), ("listen = \"127.0.0.1:0\"", 1)] {
         let file = store.path().join("component.toml");
         std::fs::write(&file, format!("{}\n[http]\n{http}\n", cfg.toml())).unwrap();
-        assert_eq!(
-            listening_sockets_of_herald(&file),
-            listening,
-            "with {http}"
-        );
+        assert_eq!(listening_sockets_of_herald(&file), listening, "with {http}");
     }
     drop(server);
 }
@@ -581,10 +620,16 @@ fn listening_sockets_of_herald(config: &Path) -> usize {
             break;
         }
     }
-    assert!(seen.contains("herald started"), "herald did not start:\n{seen}");
+    assert!(
+        seen.contains("herald started"),
+        "herald did not start:\n{seen}"
+    );
     let pid = child.id();
     let mut inodes = BTreeSet::new();
-    for fd in std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+    for fd in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
         if let Ok(target) = std::fs::read_link(fd.path()) {
             let t = target.to_string_lossy().into_owned();
             if let Some(inode) = t.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')) {

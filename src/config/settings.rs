@@ -149,7 +149,15 @@ impl Settings {
         let webhook_sinks = webhook_sinks(raw.sinks.webhook, taken, &mut problems);
         let admin = admin_settings(raw.admin, &mut problems);
         let http = http_settings(raw.http, &mut problems);
-        match (component, store, presence, xmpp_sinks, webhook_sinks, admin, http) {
+        match (
+            component,
+            store,
+            presence,
+            xmpp_sinks,
+            webhook_sinks,
+            admin,
+            http,
+        ) {
             (
                 Some(component),
                 Some(store),

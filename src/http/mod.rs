@@ -52,6 +52,8 @@ pub struct HttpContext {
     pub token: Option<Secret>,
     /// Cancelled when herald begins to stop (`/healthz` then answers 503).
     pub stopping: CancellationToken,
+    /// The last `/v1/presence` answer (start with the default).
+    pub table_cache: presence::TableCache,
 }
 
 type Shared = Arc<HttpContext>;
@@ -91,5 +93,8 @@ pub async fn serve(listener: TcpListener, ctx: HttpContext, shutdown: Cancellati
 
 async fn metrics(State(ctx): State<Shared>) -> impl IntoResponse {
     scrape::refresh(&ctx).await;
-    ([(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], ctx.metrics.render())
+    (
+        [(CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        ctx.metrics.render(),
+    )
 }

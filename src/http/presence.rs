@@ -17,10 +17,15 @@
 //! route answers 404, a missing or wrong token 401 (logged with the client's address, never
 //! with what it sent).
 //!
-//! The whole table is copied by the presence owner between two commits (see
-//! [`crate::presence::query`]); its JSON is written here, [`CHUNK`] resources at a time, as the
-//! client reads it, so a large table neither stalls the presence service nor builds the whole
-//! body in memory.
+//! **Cost.** The whole table is copied by the presence owner between two commits (see
+//! [`crate::presence::query`]): tens of milliseconds for 100 000 resources, during which the
+//! pipeline waits. So that polling clients cannot take the pipeline's time, a copy is made at
+//! most once per [`COPY_SPACING`] × the last copy's duration (at most 1/20 of the presence
+//! owner's time); a request in between gets the previous answer, rendered once and shared.
+//! Such an answer is older, never inconsistent: its `seq` says exactly which events it
+//! reflects, so the combination above stays exact. With a small table the spacing is a
+//! fraction of a millisecond and every answer is fresh. The JSON is rendered off the async
+//! workers, [`CHUNK`] resources per body chunk, and streamed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,37 +35,105 @@ use axum::extract::{ConnectInfo, Path, State};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use std::io::Write as _;
 use tracing::warn;
 
 use super::HttpContext;
 use crate::events::format_millis;
-use crate::presence::query::{ResourceView, TableView};
+use crate::presence::query::{ReaderClosed, ResourceView, TableView};
+use std::time::Instant;
 
 /// Resources serialised per body chunk.
 pub const CHUNK: usize = 1000;
+/// A whole-table copy is made at most once per this many times the last one's duration.
+pub const COPY_SPACING: u32 = 20;
 
-#[derive(Serialize)]
-struct ResourceJson<'a> {
-    jid: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    show: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<&'a str>,
-    priority: i8,
-    since: String,
+/// The last whole-table answer, rendered, and when the next copy may be made.
+#[derive(Clone)]
+pub struct Rendered {
+    pub seq: u64,
+    chunks: Arc<Vec<Bytes>>,
+    next_copy: Instant,
 }
 
+/// Shared by the requests of one listener (see the module documentation).
+#[derive(Default)]
+pub struct TableCache {
+    last: tokio::sync::Mutex<Option<Rendered>>,
+}
+
+impl TableCache {
+    /// The current answer: the last one while copies are spaced out, else a new copy.
+    async fn get(&self, ctx: &HttpContext) -> Result<Rendered, ReaderClosed> {
+        let mut last = self.last.lock().await;
+        if let Some(r) = last.as_ref().filter(|r| Instant::now() < r.next_copy) {
+            return Ok(r.clone());
+        }
+        let asked = Instant::now();
+        let view = ctx.presence.table().await?;
+        let took = asked.elapsed();
+        let seq = view.seq;
+        let chunks = tokio::task::spawn_blocking(move || render_chunks(view))
+            .await
+            .unwrap_or_default();
+        let r = Rendered {
+            seq,
+            chunks: Arc::new(chunks),
+            next_copy: asked + took * COPY_SPACING,
+        };
+        *last = Some(r.clone());
+        Ok(r)
+    }
+}
+
+/// Appends one resource's JSON object. Written by hand (a table is 100 000 of these): strings
+/// through serde_json's escaping, `since` without a date library.
 fn write_resource(out: &mut Vec<u8>, r: &ResourceView) {
-    let json = ResourceJson {
-        jid: &r.jid,
-        show: r.show.as_deref(),
-        status: r.status.as_deref(),
-        priority: r.priority,
-        since: format_millis(r.since_ms),
-    };
-    // Serialising plain strings and numbers into a Vec cannot fail.
-    let _ = serde_json::to_writer(out, &json);
+    out.extend_from_slice(b"{\"jid\":");
+    write_str(out, &r.jid);
+    if let Some(show) = &r.show {
+        out.extend_from_slice(b",\"show\":");
+        write_str(out, show);
+    }
+    if let Some(status) = &r.status {
+        out.extend_from_slice(b",\"status\":");
+        write_str(out, status);
+    }
+    let _ = write!(out, ",\"priority\":{},\"since\":\"", r.priority);
+    write_millis(out, r.since_ms);
+    out.extend_from_slice(b"\"}");
+}
+
+fn write_str(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ`, as [`format_millis`] writes it.
+fn write_millis(out: &mut Vec<u8>, ms: i64) {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    if !(0..=9999).contains(&year) {
+        out.extend_from_slice(format_millis(ms).as_bytes());
+        return;
+    }
+    let _ = write!(
+        out,
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000
+    );
 }
 
 /// Checks the bearer token; `Err` is the response to send.
@@ -115,40 +188,41 @@ pub(super) async fn table(
     if let Err(r) = authorize(&ctx, &headers, peer, "/v1/presence") {
         return r;
     }
-    match ctx.presence.table().await {
-        Ok(view) => streamed(view),
+    match ctx.table_cache.get(&ctx).await {
+        Ok(r) => streamed(r.chunks),
         Err(_) => unavailable(),
     }
 }
 
-/// The body of `GET /v1/presence`, written [`CHUNK`] resources at a time as it is read.
-pub fn streamed(view: TableView) -> Response {
+/// The JSON of `GET /v1/presence`, [`CHUNK`] resources per chunk.
+pub fn render_chunks(view: TableView) -> Vec<Bytes> {
     let TableView { seq, resources } = view;
-    let head = Bytes::from(format!("{{\"seq\":{seq},\"resources\":["));
-    let chunks = futures::stream::unfold(
-        (Some(head), resources, 0usize),
-        |(head, resources, at)| async move {
-            if let Some(head) = head {
-                return Some((Ok::<_, std::convert::Infallible>(head), (None, resources, at)));
+    let mut chunks = Vec::with_capacity(resources.len() / CHUNK + 3);
+    chunks.push(Bytes::from(format!("{{\"seq\":{seq},\"resources\":[")));
+    for (n, slice) in resources.chunks(CHUNK).enumerate() {
+        let mut out = Vec::with_capacity(slice.len() * 128);
+        for (i, r) in slice.iter().enumerate() {
+            if n + i > 0 {
+                out.push(b',');
             }
-            if at > resources.len() {
-                return None;
-            }
-            if at == resources.len() {
-                return Some((Ok(Bytes::from_static(b"]}\n")), (None, resources, at + 1)));
-            }
-            let end = (at + CHUNK).min(resources.len());
-            let mut out = Vec::with_capacity((end - at) * 128);
-            for (i, r) in resources[at..end].iter().enumerate() {
-                if at + i > 0 {
-                    out.push(b',');
-                }
-                write_resource(&mut out, r);
-            }
-            Some((Ok(Bytes::from(out)), (None, resources, end)))
-        },
+            write_resource(&mut out, r);
+        }
+        chunks.push(Bytes::from(out));
+    }
+    chunks.push(Bytes::from_static(b"]}\n"));
+    chunks
+}
+
+/// A streamed body of `chunks` (shared, not copied).
+pub fn streamed(chunks: Arc<Vec<Bytes>>) -> Response {
+    let body = futures::stream::iter(
+        (0..chunks.len()).map(move |i| Ok::<_, std::convert::Infallible>(chunks[i].clone())),
     );
-    ([(CONTENT_TYPE, "application/json")], Body::from_stream(chunks)).into_response()
+    (
+        [(CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response()
 }
 
 pub(super) async fn user(
@@ -227,7 +301,7 @@ mod tests {
                 seq: 42,
                 resources: (0..n).map(resource).collect(),
             };
-            let json = body_of(streamed(view)).await;
+            let json = body_of(streamed(Arc::new(render_chunks(view)))).await;
             assert_eq!(json["seq"], 42);
             let rs = json["resources"].as_array().unwrap();
             assert_eq!(rs.len(), n);
@@ -236,6 +310,22 @@ mod tests {
                 assert_eq!(r["priority"], (i % 5) as i64);
                 assert_eq!(r.get("show").is_some(), i % 2 == 0);
             }
+        }
+    }
+
+    #[test]
+    fn since_is_written_like_event_timestamps() {
+        for ms in [
+            0,
+            951_782_400_000, // 2000-02-29
+            1_700_000_000_123,
+            4_102_444_799_999, // 2099-12-31T23:59:59.999
+            -1,
+            253_402_300_800_000, // year 10000: the library's answer
+        ] {
+            let mut out = Vec::new();
+            write_millis(&mut out, ms);
+            assert_eq!(String::from_utf8(out).unwrap(), format_millis(ms), "{ms}");
         }
     }
 

@@ -276,7 +276,7 @@ async fn run(args: &Args) -> Result<(), String> {
 
     // 1. Fill the table.
     let t = Instant::now();
-    let _ = send(online_load(args.resources))?;
+    drop(send(online_load(args.resources))?);
     wait_online(&reader, |n| n >= args.resources).await?;
     eprintln!("{} resources online in {:.1?}", args.resources, t.elapsed());
 

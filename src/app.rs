@@ -48,11 +48,6 @@ pub enum RunError {
     Sink(String),
     #[error("cannot start the presence service's thread: {0}")]
     Thread(std::io::Error),
-    #[error("cannot listen on http.listen = {addr}: {source}")]
-    Http {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
 }
 
 /// Runs the presence service on a thread of its own, with a single-threaded runtime for its
@@ -117,13 +112,16 @@ pub async fn run_with(
     let (routes, inboxes) = Routes::new(IqDispatcher::new(handlers, handle.clone()));
 
     let metrics = Metrics::new();
-    // Bound before anything starts, so a taken port fails the start, not a later request.
+    // A port that cannot be bound does not stop herald from delivering events: it runs without
+    // the listener, says so, and its probes fail (nothing answers them).
     let http_listener = match settings.http.listen {
-        Some(addr) => Some(
-            crate::http::bind(addr)
-                .await
-                .map_err(|source| RunError::Http { addr, source })?,
-        ),
+        Some(addr) => match crate::http::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                error!(listen = %addr, error = %e, "cannot listen on http.listen; herald runs without /metrics, /healthz, /readyz and the presence API");
+                None
+            }
+        },
         None => None,
     };
     let workers_stop = CancellationToken::new();

@@ -136,15 +136,15 @@ fn write_millis(out: &mut Vec<u8>, ms: i64) {
     );
 }
 
-/// Checks the bearer token; `Err` is the response to send.
-fn authorize(
+/// Checks the bearer token; `Some` is the refusal to send.
+fn refusal(
     ctx: &HttpContext,
     headers: &HeaderMap,
     peer: SocketAddr,
     path: &str,
-) -> Result<(), Response> {
+) -> Option<Response> {
     let Some(token) = &ctx.token else {
-        return Err(StatusCode::NOT_FOUND.into_response());
+        return Some(StatusCode::NOT_FOUND.into_response());
     };
     let given = headers
         .get(AUTHORIZATION)
@@ -155,16 +155,18 @@ fn authorize(
         });
     let why = match given {
         None => "missing bearer token",
-        Some(t) if constant_time_eq(t.as_bytes(), token.expose().as_bytes()) => return Ok(()),
+        Some(t) if constant_time_eq(t.as_bytes(), token.expose().as_bytes()) => return None,
         Some(_) => "wrong bearer token",
     };
     warn!(peer = %peer, path = %path, why, "presence API request refused");
-    Err((
-        StatusCode::UNAUTHORIZED,
-        [(WWW_AUTHENTICATE, "Bearer realm=\"herald\"")],
-        "401 Unauthorized: send Authorization: Bearer <http.token>\n",
+    Some(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(WWW_AUTHENTICATE, "Bearer realm=\"herald\"")],
+            "401 Unauthorized: send Authorization: Bearer <http.token>\n",
+        )
+            .into_response(),
     )
-        .into_response())
 }
 
 /// Compares without stopping at the first difference (the length is not secret).
@@ -185,7 +187,7 @@ pub(super) async fn table(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&ctx, &headers, peer, "/v1/presence") {
+    if let Some(r) = refusal(&ctx, &headers, peer, "/v1/presence") {
         return r;
     }
     match ctx.table_cache.get(&ctx).await {
@@ -231,7 +233,7 @@ pub(super) async fn user(
     Path(jid): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = authorize(&ctx, &headers, peer, "/v1/presence/{jid}") {
+    if let Some(r) = refusal(&ctx, &headers, peer, "/v1/presence/{jid}") {
         return r;
     }
     if jid.is_empty() || jid.contains('/') || !jid.contains('@') {

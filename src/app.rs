@@ -21,6 +21,8 @@ use tracing::{error, info, warn};
 
 use crate::config::Settings;
 use crate::events::fanout::Fanout;
+use crate::http::HttpContext;
+use crate::metrics::Metrics;
 use crate::outbox::worker::{self, Lane, Policy};
 use crate::presence::query::PresenceReader;
 use crate::presence::service::{PresenceContext, PresenceService};
@@ -80,6 +82,8 @@ pub struct Observers {
     pub presence: PresenceReader,
     /// The connection status.
     pub status: tokio::sync::watch::Receiver<LinkStatus>,
+    /// Where the HTTP listener is bound (`None`: `http.listen = ""`).
+    pub http: Option<std::net::SocketAddr>,
     /// The store, for fault injection in tests ([`Store::fail_next_queue_writes`]).
     #[doc(hidden)]
     pub store: Store,
@@ -107,11 +111,24 @@ pub async fn run_with(
     let (handle, queues) = XmppHandle::new(iq_tracker.clone(), &jid);
     let (routes, inboxes) = Routes::new(IqDispatcher::new(handlers, handle.clone()));
 
+    let metrics = Metrics::new();
+    // A port that cannot be bound does not stop herald from delivering events: it runs without
+    // the listener, says so, and its probes fail (nothing answers them).
+    let http_listener = match settings.http.listen {
+        Some(addr) => match crate::http::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                error!(listen = %addr, error = %e, "cannot listen on http.listen; herald runs without /metrics, /healthz, /readyz and the presence API");
+                None
+            }
+        },
+        None => None,
+    };
     let workers_stop = CancellationToken::new();
     let mut workers = JoinSet::new();
     let mut lanes = Vec::new();
     for s in &settings.xmpp_sinks {
-        let lane = Lane::new(store.sink_queue(&s.name)?);
+        let lane = Lane::new(store.sink_queue(&s.name)?).with_metrics(metrics.sink(&s.name));
         let sink = XmppSink::new(handle.clone(), s.to.to_string(), s.domain.clone());
         workers.spawn(worker::run_pipelined(
             lane.clone(),
@@ -122,7 +139,7 @@ pub async fn run_with(
         lanes.push(lane);
     }
     for s in &settings.webhook_sinks {
-        let lane = Lane::new(store.sink_queue(&s.name)?);
+        let lane = Lane::new(store.sink_queue(&s.name)?).with_metrics(metrics.sink(&s.name));
         let sink = WebhookSink::new(s).map_err(|e| RunError::Sink(e.to_string()))?;
         let policy = Policy {
             batch_max: s.batch_max,
@@ -146,17 +163,39 @@ pub async fn run_with(
         PresenceContext {
             settings: settings.presence.clone(),
             server_domains: settings.component.server_domains.clone(),
-            fanout: Fanout::new(lanes),
+            fanout: Fanout::new(lanes.clone()),
             handle: handle.clone(),
+            metrics: metrics.presence(),
         },
     )?;
     let presence = spawn_presence_thread(service, inboxes.presence).map_err(RunError::Thread)?;
     // Group chats and other messages: nobody acts on them yet.
     let rooms = tokio::spawn(routes::discard(inboxes.rooms, "rooms"));
     let messages = tokio::spawn(routes::discard(inboxes.messages, "messages"));
+    let http_stopping = CancellationToken::new();
+    let http_stop = CancellationToken::new();
+    let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let http = http_listener.map(|listener| {
+        tokio::spawn(crate::http::serve(
+            listener,
+            HttpContext {
+                metrics: metrics.clone(),
+                presence: reader.clone(),
+                status: inboxes.status.clone(),
+                lanes: lanes.clone(),
+                store_path: settings.store.path.clone(),
+                server_domains: settings.component.server_domains.clone(),
+                token: settings.http.token.clone(),
+                stopping: http_stopping.clone(),
+                table_cache: Default::default(),
+            },
+            http_stop.clone(),
+        ))
+    });
     started(Observers {
         presence: reader,
         status: inboxes.status,
+        http: http_addr,
         store: store.clone(),
     });
     let reader_stop = CancellationToken::new();
@@ -179,6 +218,7 @@ pub async fn run_with(
         r = &mut conn => Some(r),
     };
     info!("shutting down");
+    http_stopping.cancel();
     reader_stop.cancel();
     if tokio::time::timeout(STAGE_DEADLINE, presence)
         .await
@@ -209,6 +249,16 @@ pub async fn run_with(
     };
     rooms.abort();
     messages.abort();
+    http_stop.cancel();
+    if let Some(mut http) = http {
+        if tokio::time::timeout(STAGE_DEADLINE, &mut http)
+            .await
+            .is_err()
+        {
+            warn!("HTTP requests still in progress at shutdown were cut off");
+            http.abort();
+        }
+    }
     store.flush().await?;
     match conn_result {
         Ok(r) => r?,

@@ -35,6 +35,8 @@
 //! - [`outbox`] and [`sinks`]: durable delivery, and where events go.
 //! - [`store`]: the only module that names sled.
 //! - [`admin`]: the `dead-letters` command on a stopped herald's store.
+//! - [`http`]: the operators' HTTP listener: `/metrics`, `/healthz`, `/readyz`, `/v1/presence`.
+//! - [`metrics`]: every Prometheus metric's name and help, and the counters the owners update.
 //! - [`allocator`]: the binary's allocator and its settings.
 //! - [`app`]: wires the owners together; [`app::run`] takes a shutdown future so the whole
 //!   component runs in-process in tests.
@@ -45,6 +47,8 @@ pub mod app;
 pub mod backoff;
 pub mod config;
 pub mod events;
+pub mod http;
+pub mod metrics;
 pub mod outbox;
 pub mod presence;
 pub mod sinks;

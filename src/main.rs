@@ -31,10 +31,11 @@ struct Cli {
 enum Command {
     /// Validate the configuration, print every problem with its key, exit non-zero if any.
     CheckConfig,
-    /// Inspect or re-queue the events a sink gave up on (run it while herald is stopped).
+    /// Inspect or re-queue the events a sink gave up on (run it while herald is stopped);
+    /// without a subcommand it lists them.
     DeadLetters {
         #[command(subcommand)]
-        action: DeadLetterCommand,
+        action: Option<DeadLetterCommand>,
         /// Only this sink (its name, as listed); default: every sink.
         #[arg(long)]
         sink: Option<String>,
@@ -70,7 +71,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some(Command::DeadLetters { action, sink }) => {
-            return dead_letters(&settings, action, sink)
+            return dead_letters(&settings, action.unwrap_or(DeadLetterCommand::List), sink)
         }
         None => {}
     }

@@ -165,6 +165,7 @@ fn example_file_documents_every_key() {
             "[[sinks.webhook]]\nurl = \"https://h.example.org/\"",
         ),
         ("admin", "[admin]"),
+        ("http", "[http]"),
     ] {
         let toml = format!("{MINIMAL}{header}\nnot_a_key = 1\n");
         let errors = with_env(&[], || problems(load_str(&toml)));
@@ -223,7 +224,7 @@ fn unknown_keys_are_rejected_with_their_path() {
         errors.0,
         vec![ConfigProblem::new(
             "verbose",
-            "unknown key (expected one of: component, store, presence, sinks, admin)"
+            "unknown key (expected one of: component, store, presence, sinks, admin, http)"
         )]
     );
 
@@ -990,4 +991,102 @@ fn server_domains_default_to_the_parent_domain_and_are_validated() {
     assert!(keys.contains(&"component.server_domains[0]"), "{keys:?}");
     assert!(keys.contains(&"component.max_stanza_bytes"), "{keys:?}");
     assert!(keys.contains(&"presence.max_status_bytes"), "{keys:?}");
+}
+
+// ------------------------------------------------------------------------------------------------
+// [http]
+// ------------------------------------------------------------------------------------------------
+
+#[test]
+fn http_listens_on_loopback_8347_without_a_token_by_default() {
+    let settings = with_env(&[], || ok(load_str(MINIMAL)));
+    assert_eq!(
+        settings.http.listen,
+        Some("127.0.0.1:8347".parse().unwrap())
+    );
+    assert!(settings.http.token.is_none());
+}
+
+#[test]
+fn http_listen_empty_turns_the_listener_off() {
+    let toml = format!("{MINIMAL}[http]\nlisten = \"\"\n");
+    let settings = with_env(&[], || ok(load_str(&toml)));
+    assert_eq!(settings.http.listen, None);
+    // Also from the environment (a string, not parsed as TOML).
+    let settings = with_env(&[("HERALD_HTTP__LISTEN", "")], || ok(load_str(MINIMAL)));
+    assert_eq!(settings.http.listen, None);
+}
+
+#[test]
+fn http_listen_off_loopback_needs_allow_non_loopback() {
+    for addr in ["0.0.0.0:8347", "192.0.2.10:8347", "[::]:8347"] {
+        let toml = format!("{MINIMAL}[http]\nlisten = \"{addr}\"\n");
+        let errors = with_env(&[], || problems(load_str(&toml)));
+        assert_eq!(errors.0.len(), 1, "{errors}");
+        assert_eq!(errors.0[0].key, "http.listen");
+        assert!(
+            errors.0[0].message.contains("allow_non_loopback"),
+            "{errors}"
+        );
+        let toml = format!("{MINIMAL}[http]\nlisten = \"{addr}\"\nallow_non_loopback = true\n");
+        let settings = with_env(&[], || ok(load_str(&toml)));
+        assert_eq!(settings.http.listen, Some(addr.parse().unwrap()));
+    }
+    for addr in ["127.0.0.2:9000", "[::1]:9000", "127.0.0.1:0"] {
+        let toml = format!("{MINIMAL}[http]\nlisten = \"{addr}\"\n");
+        let settings = with_env(&[], || ok(load_str(&toml)));
+        assert_eq!(settings.http.listen, Some(addr.parse().unwrap()));
+    }
+}
+
+#[test]
+fn http_listen_must_be_an_ip_and_port() {
+    for addr in ["localhost:8347", "127.0.0.1", "8347", "127.0.0.1:99999"] {
+        let toml = format!("{MINIMAL}[http]\nlisten = \"{addr}\"\n");
+        let errors = with_env(&[], || problems(load_str(&toml)));
+        assert_eq!(errors.0.len(), 1, "{addr}: {errors}");
+        assert_eq!(errors.0[0].key, "http.listen", "{addr}");
+    }
+}
+
+#[test]
+fn http_token_comes_from_token_or_token_file_and_is_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, "0123456789abcdef-from-file\n").unwrap();
+    let toml = format!("{MINIMAL}[http]\ntoken_file = '{}'\n", file.display());
+    let settings = with_env(&[], || ok(load_str(&toml)));
+    assert_eq!(
+        settings.http.token.as_ref().map(Secret::expose),
+        Some("0123456789abcdef-from-file")
+    );
+    let toml = format!("{MINIMAL}[http]\ntoken = \"0123456789abcdef\"\n");
+    let settings = with_env(&[], || ok(load_str(&toml)));
+    assert_eq!(
+        settings.http.token.as_ref().map(Secret::expose),
+        Some("0123456789abcdef")
+    );
+    // The token's Debug never shows it.
+    assert!(!format!("{:?}", settings.http).contains("0123456789abcdef"));
+
+    for (body, key) in [
+        ("token = \"short\"", "http.token"),
+        ("token = \"0123456789 abcdef\"", "http.token"),
+        (
+            &format!(
+                "token = \"0123456789abcdef\"\ntoken_file = '{}'",
+                file.display()
+            ) as &str,
+            "http",
+        ),
+        (
+            "token_file = '/nonexistent/herald-token'",
+            "http.token_file",
+        ),
+    ] {
+        let toml = format!("{MINIMAL}[http]\n{body}\n");
+        let errors = with_env(&[], || problems(load_str(&toml)));
+        assert_eq!(errors.0.len(), 1, "{body}: {errors}");
+        assert_eq!(errors.0[0].key, key, "{body}: {errors}");
+    }
 }

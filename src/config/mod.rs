@@ -25,6 +25,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -53,7 +54,7 @@ pub const WORLD_SERVER_USERNAME: &str = "WORLD_SERVER_USERNAME";
 pub const DEFAULT_SERVER_USER: &str = "server";
 
 /// The top-level sections, in documentation order.
-pub(super) const SECTIONS: &[&str] = &["component", "store", "presence", "sinks", "admin"];
+pub(super) const SECTIONS: &[&str] = &["component", "store", "presence", "sinks", "admin", "http"];
 /// Keys whose environment values are strings verbatim (never parsed as numbers or booleans).
 pub(super) const ENV_STRING_KEYS: &[&str] = &[
     "component.jid",
@@ -61,6 +62,9 @@ pub(super) const ENV_STRING_KEYS: &[&str] = &[
     "component.secret_file",
     "component.server",
     "store.path",
+    "http.listen",
+    "http.token",
+    "http.token_file",
 ];
 /// Name of the environment layer in figment metadata; used to say where a bad value came from.
 pub(super) const ENV_SOURCE: &str = "`HERALD_` environment variable(s)";
@@ -83,6 +87,10 @@ pub(super) const MIN_STANZA_BYTES: usize = 4096;
 pub(super) const MAX_STANZA_BYTES: usize = 16 * 1024 * 1024;
 /// Default and bounds of `presence.max_status_bytes`.
 pub const DEFAULT_MAX_STATUS_BYTES: usize = 1024;
+/// Default `http.listen`.
+pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8347";
+/// Shortest `http.token`.
+pub const MIN_HTTP_TOKEN_CHARS: usize = 16;
 pub(super) const MIN_STATUS_BYTES: usize = 64;
 pub(super) const MAX_STATUS_BYTES: usize = 65536;
 /// Largest `batch_max` of a webhook sink.
@@ -160,6 +168,7 @@ pub(super) fn from_figment(
         presence: sections.read("presence"),
         sinks: sections.read("sinks"),
         admin: sections.read("admin"),
+        http: sections.read("http"),
     };
     let Sections {
         failed,

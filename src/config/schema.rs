@@ -103,6 +103,9 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// `[admin]`: who may run admin commands. Default: nobody.
     pub admin: AdminConfig,
+    /// `[http]`: the operators' HTTP listener (metrics, probes, presence API). Default: all
+    /// defaults.
+    pub http: HttpConfig,
 }
 
 /// `[component]`.
@@ -344,4 +347,36 @@ pub struct AdminConfig {
     /// Bare JIDs allowed to run admin commands. Default: `[]`.
     /// Example: `jids = ["admin@example.org"]`.
     pub jids: Vec<String>,
+}
+
+/// `[http]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// `ip:port` of the HTTP listener that serves `/metrics`, `/healthz`, `/readyz` and the
+    /// presence API; `""` turns it off. An IP address, not a host name; port 0 picks a free
+    /// port. Default: `"127.0.0.1:8347"`. Example: `listen = "[::1]:9100"`.
+    pub listen: String,
+    /// Whether `listen` may be an address other than loopback (`127.0.0.0/8`, `::1`): metrics and
+    /// probes need no token, so exposing them is a decision. Default: `false`.
+    /// Example: `allow_non_loopback = true`.
+    pub allow_non_loopback: bool,
+    /// The bearer token of the presence API (`Authorization: Bearer <token>`); at most one of
+    /// `token` and `token_file`; neither turns the presence API off (404). At least 16
+    /// characters, no whitespace. No default. Example: `token = "9c1f…"`.
+    pub token: Option<Secret>,
+    /// A file holding the token (trailing whitespace and newline trimmed). No default.
+    /// Example: `token_file = "/run/secrets/herald-http"`.
+    pub token_file: Option<PathBuf>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: DEFAULT_HTTP_LISTEN.to_owned(),
+            allow_non_loopback: false,
+            token: None,
+            token_file: None,
+        }
+    }
 }

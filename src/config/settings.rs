@@ -17,6 +17,7 @@ pub struct Settings {
     /// One per `[[sinks.webhook]]`, in file order. No two sinks of any kind share a `name`.
     pub webhook_sinks: Vec<WebhookSinkSettings>,
     pub admin: AdminSettings,
+    pub http: HttpSettings,
 }
 
 /// `[component]`, validated; see [`ComponentConfig`] for meanings.
@@ -112,6 +113,16 @@ pub struct AdminSettings {
     pub jids: Vec<BareJid>,
 }
 
+/// `[http]`, validated.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// `None`: no listener. A loopback address unless `allow_non_loopback`.
+    pub listen: Option<SocketAddr>,
+    /// From `token` or `token_file`: at least [`MIN_HTTP_TOKEN_CHARS`] characters, no
+    /// whitespace. `None`: the presence API is off.
+    pub token: Option<Secret>,
+}
+
 impl Settings {
     /// Validates `raw`; `server_user` defaults come from env `WORLD_SERVER_USERNAME`.
     pub fn from_raw(raw: Config) -> Result<Settings, ConfigErrors> {
@@ -137,7 +148,16 @@ impl Settings {
             .collect();
         let webhook_sinks = webhook_sinks(raw.sinks.webhook, taken, &mut problems);
         let admin = admin_settings(raw.admin, &mut problems);
-        match (component, store, presence, xmpp_sinks, webhook_sinks, admin) {
+        let http = http_settings(raw.http, &mut problems);
+        match (
+            component,
+            store,
+            presence,
+            xmpp_sinks,
+            webhook_sinks,
+            admin,
+            http,
+        ) {
             (
                 Some(component),
                 Some(store),
@@ -145,6 +165,7 @@ impl Settings {
                 Some(xmpp_sinks),
                 Some(webhook_sinks),
                 Some(admin),
+                Some(http),
             ) if problems.0.is_empty() => Ok(Settings {
                 component,
                 store,
@@ -152,6 +173,7 @@ impl Settings {
                 xmpp_sinks,
                 webhook_sinks,
                 admin,
+                http,
             }),
             _ => Err(ConfigErrors(problems.0)),
         }
@@ -640,6 +662,67 @@ pub(super) fn admin_settings(raw: AdminConfig, p: &mut Problems) -> Option<Admin
         })
         .collect();
     (jids.len() == count).then_some(AdminSettings { jids })
+}
+
+pub(super) fn http_settings(raw: HttpConfig, p: &mut Problems) -> Option<HttpSettings> {
+    let listen = if raw.listen.is_empty() {
+        Some(None)
+    } else {
+        match raw.listen.parse::<SocketAddr>() {
+            Ok(addr) if !addr.ip().is_loopback() && !raw.allow_non_loopback => {
+                p.push(
+                    "http.listen",
+                    format!(
+                        "{:?} is not a loopback address; /metrics and the probes need no token, so set http.allow_non_loopback = true to expose them deliberately",
+                        raw.listen
+                    ),
+                );
+                None
+            }
+            Ok(addr) => Some(Some(addr)),
+            Err(_) => {
+                p.push(
+                    "http.listen",
+                    format!(
+                        "{:?} is not ip:port (e.g. \"127.0.0.1:8347\", \"[::1]:8347\"; \"\" turns the listener off)",
+                        raw.listen
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let token = match (raw.token, &raw.token_file) {
+        (Some(_), Some(_)) => {
+            p.push("http", "set at most one of token or token_file");
+            None
+        }
+        (None, None) => Some(None),
+        (Some(token), None) => check_http_token("http.token", token, p).map(Some),
+        (None, Some(path)) => read_secret_file("http.token_file", path, p)
+            .and_then(|t| check_http_token("http.token_file", t, p))
+            .map(Some),
+    };
+    Some(HttpSettings {
+        listen: listen?,
+        token: token?,
+    })
+}
+
+fn check_http_token(key: &str, token: Secret, p: &mut Problems) -> Option<Secret> {
+    let t = token.expose();
+    if t.chars().count() < MIN_HTTP_TOKEN_CHARS {
+        p.push(
+            key,
+            format!("must be at least {MIN_HTTP_TOKEN_CHARS} characters"),
+        );
+        return None;
+    }
+    if t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.push(key, "must not contain whitespace or control characters");
+        return None;
+    }
+    Some(token)
 }
 
 /// A domain-only JID such as `herald.example.org`.

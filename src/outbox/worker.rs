@@ -26,6 +26,7 @@ use futures::stream::{FuturesOrdered, StreamExt};
 use super::{Batch, PendingAck, Pipelined, SendRefused, Transport, Verdict};
 use crate::backoff::Backoff;
 use crate::events::now_millis;
+use crate::metrics::SinkMetrics;
 use crate::store::queue::{describe_key, QueuedEvent, SinkQueue};
 use crate::store::StoreError;
 
@@ -57,6 +58,7 @@ pub struct Lane {
     backlog: Arc<AtomicUsize>,
     /// The highest `seq` this lane has persisted in this run ([`Lane::push_many`]).
     pushed_up_to: Arc<AtomicU64>,
+    metrics: SinkMetrics,
 }
 
 impl Lane {
@@ -78,7 +80,25 @@ impl Lane {
             wake: Arc::new(Notify::new()),
             backlog,
             pushed_up_to: Arc::new(AtomicU64::new(0)),
+            metrics: SinkMetrics::default(),
         }
+    }
+
+    /// The lane with its sink's counters (queued, delivered, retried, dead-lettered).
+    pub fn with_metrics(mut self, metrics: SinkMetrics) -> Lane {
+        self.metrics = metrics;
+        self
+    }
+
+    /// Events queued and not yet delivered or dead-lettered, as far as this run knows (see
+    /// [`Lane::new`]).
+    pub fn backlog(&self) -> usize {
+        self.backlog.load(Ordering::Relaxed)
+    }
+
+    /// The oldest undelivered event, if any.
+    pub fn oldest(&self) -> Result<Option<QueuedEvent>, StoreError> {
+        Ok(self.queue.peek(1)?.into_iter().next())
     }
 
     pub fn name(&self) -> &str {
@@ -103,6 +123,7 @@ impl Lane {
             .push_many(new.iter().map(|(seq, json)| (*seq, json.as_bytes())))?;
         self.pushed_up_to.fetch_max(*last, Ordering::AcqRel);
         self.backlog.fetch_add(new.len(), Ordering::Relaxed);
+        self.metrics.queued.inc_by(new.len() as u64);
         self.wake.notify_one();
         Ok(())
     }
@@ -199,6 +220,7 @@ async fn deliver_until_settled<T: Transport>(
                     return sleep_or_shutdown(Duration::from_secs(1), shutdown).await;
                 }
                 settle(lane, batch.events.len());
+                lane.metrics.dead_lettered.inc_by(batch.events.len() as u64);
                 backoff.reset();
                 return false;
             }
@@ -208,6 +230,7 @@ async fn deliver_until_settled<T: Transport>(
                     return true;
                 }
                 let delay = after.unwrap_or_else(|| backoff.next_delay());
+                lane.metrics.retries.inc();
                 warn!(sink = %sink, batch = %batch.id, attempt, retry_in = ?delay, reason = %reason, "delivery failed; will retry");
                 // `sleep` (unlike `Instant + Duration`) cannot overflow, whatever the delay.
                 let wait = tokio::time::sleep(delay);
@@ -304,6 +327,7 @@ pub async fn run_pipelined<T: Pipelined>(
                             continue;
                         }
                         settle(&lane, batch.events.len());
+                        lane.metrics.dead_lettered.inc_by(batch.events.len() as u64);
                     }
                     Err(SendRefused::Closed) => {
                         // The connection is gone for good: herald is stopping.
@@ -353,6 +377,7 @@ pub async fn run_pipelined<T: Pipelined>(
                     return;
                 }
                 let delay = backoff.next_delay();
+                lane.metrics.retries.inc();
                 warn!(sink = %sink, batch = %id, retry_in = ?delay, reason = %reason, "delivery not acknowledged; will send again from the oldest undelivered event");
                 if sleep_or_shutdown(delay, &shutdown).await {
                     return;
@@ -393,6 +418,7 @@ fn read_queue(
                     Some(moved) => {
                         error!(sink = %sink, key = %describe_key(&key), dead_letter = moved.dead_seq, bytes = moved.bytes, reason = %reason, "corrupt queue record moved to the dead letters (list them with `herald dead-letters list`); delivery goes on with the next records");
                         settle(lane, moved.events);
+                        lane.metrics.dead_lettered.inc_by(moved.events as u64);
                         continue;
                     }
                     // Gone already; nothing else removes records, so do not spin on it.
@@ -416,6 +442,7 @@ fn delivered(lane: &Lane, sink: &str, batch: &str, seqs: &[u64]) {
         error!(sink = %sink, error = %e, "cannot delete a delivered batch from the outbox");
     }
     settle(lane, seqs.len());
+    lane.metrics.delivered.inc_by(seqs.len() as u64);
     debug!(sink = %sink, batch = %batch, events = seqs.len(), "delivered");
 }
 
@@ -465,6 +492,7 @@ fn trim_backlog(lane: &Lane, policy: &Policy, sink: &str) {
         Ok(()) => {
             error!(sink = %sink, events = oldest.len(), first_seq = oldest.first().map(|e| e.seq), last_seq = oldest.last().map(|e| e.seq), max_backlog = policy.max_backlog, "backlog over max_backlog: oldest events moved to dead letters");
             settle(lane, oldest.len());
+            lane.metrics.dead_lettered.inc_by(oldest.len() as u64);
         }
         Err(e) => error!(sink = %sink, error = %e, "cannot move events to the dead letters"),
     }

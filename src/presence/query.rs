@@ -7,7 +7,9 @@
 //! answer is a copy (about 10 ms for 100 000 resources), made between bursts: the pipeline
 //! pauses for that long, never longer.
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::xep::privilege::Advertisement;
 
 /// Capacity of the queries queue.
 pub const QUERY_CAPACITY: usize = 64;
@@ -43,6 +45,21 @@ pub struct PresenceStats {
     pub foreign: u64,
 }
 
+/// What the presence owner knows of the current connection, published on every change (see
+/// [`PresenceReader::readiness`]): whether its presence table is complete and kept up to date.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// The login this describes (counted from 1, as [`crate::xmpp::routes::LinkStatus`]); 0
+    /// before the first one.
+    pub epoch: u64,
+    /// The privilege advertisements of this connection's trusted server domains, by domain.
+    pub privileges: Vec<Advertisement>,
+    /// This connection's presence snapshot is over: complete, closed by
+    /// `presence.snapshot_timeout`, or not expected (`presence.snapshot = "never"`, or the
+    /// server sends none).
+    pub snapshot_done: bool,
+}
+
 #[derive(Debug)]
 pub(crate) enum Query {
     User {
@@ -65,12 +82,28 @@ pub struct ReaderClosed;
 #[derive(Clone, Debug)]
 pub struct PresenceReader {
     tx: mpsc::Sender<Query>,
+    readiness: watch::Receiver<Readiness>,
 }
 
 impl PresenceReader {
-    pub(crate) fn new() -> (PresenceReader, mpsc::Receiver<Query>) {
+    pub(crate) fn new() -> (
+        PresenceReader,
+        mpsc::Receiver<Query>,
+        watch::Sender<Readiness>,
+    ) {
         let (tx, rx) = mpsc::channel(QUERY_CAPACITY);
-        (PresenceReader { tx }, rx)
+        let (ready_tx, readiness) = watch::channel(Readiness::default());
+        (PresenceReader { tx, readiness }, rx, ready_tx)
+    }
+
+    /// Whether the presence owner has stopped (every query would fail).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
+    /// The presence owner's view of the current connection, without a round trip to it.
+    pub fn readiness(&self) -> watch::Receiver<Readiness> {
+        self.readiness.clone()
     }
 
     /// The online resources of `bare` (a bare JID; its case does not matter), empty when the

@@ -24,18 +24,19 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
 use super::forwarded::{interpret, Ignored, TextLimits};
 use super::privileges::{missing_presence_help, Privileges};
 use super::probe::{ProbeAnswer, ProbeFuture, Probes};
-use super::query::{PresenceReader, PresenceStats, Query, ResourceView, TableView};
+use super::query::{PresenceReader, PresenceStats, Query, Readiness, ResourceView, TableView};
 use super::tracker::{Outcome, ResourceState, StoreOp, Tracker};
 use crate::config::{PresenceSettings, SnapshotMode};
 use crate::events::fanout::Fanout;
 use crate::events::{now_millis, PresenceEvent};
+use crate::metrics::PresenceMetrics;
 use crate::store::{PresenceJournal, SeqAllocator, Store, StoreError};
 use crate::xep::privilege::{Advertisement, PresencePerm, PrivilegeError};
 use crate::xmpp::inbound::PresenceStanza;
@@ -54,6 +55,7 @@ pub struct PresenceContext {
     pub server_domains: Vec<String>,
     pub fanout: Fanout,
     pub handle: XmppHandle,
+    pub metrics: PresenceMetrics,
 }
 
 pub struct PresenceService {
@@ -88,6 +90,8 @@ pub struct PresenceService {
     /// Table changes not yet persisted.
     pending_ops: Vec<StoreOp>,
     queries: mpsc::Receiver<Query>,
+    metrics: PresenceMetrics,
+    readiness: watch::Sender<Readiness>,
 }
 
 impl PresenceService {
@@ -100,7 +104,7 @@ impl PresenceService {
             "presence table restored from the store"
         );
         let seq = store.seq_allocator()?;
-        let (reader, queries) = PresenceReader::new();
+        let (reader, queries, readiness) = PresenceReader::new();
         let service = PresenceService {
             tracker: Tracker::restore(ctx.settings.changes, table),
             privileges: Privileges::default(),
@@ -127,6 +131,8 @@ impl PresenceService {
             pending_events: Vec::new(),
             pending_ops: Vec::new(),
             queries,
+            metrics: ctx.metrics,
+            readiness,
         };
         Ok((service, reader))
     }
@@ -206,6 +212,9 @@ impl PresenceService {
     pub fn commit(&mut self) -> Result<(), StoreError> {
         if !self.pending_events.is_empty() {
             self.fanout.publish_many(&self.pending_events)?;
+            for e in &self.pending_events {
+                self.metrics.emitted(e.source, 1);
+            }
             if let Some(last) = self.pending_events.last() {
                 self.committed_seq = last.seq;
             }
@@ -257,6 +266,22 @@ impl PresenceService {
             self.tracker.begin_snapshot();
             self.snapshot_deadline = Some(Instant::now() + self.snapshot_timeout);
         }
+        self.publish_readiness();
+    }
+
+    /// Tells the read handle's [`Readiness`] watchers what this connection has reached.
+    fn publish_readiness(&self) {
+        let mut privileges: Vec<_> = self
+            .server_domains
+            .iter()
+            .filter_map(|d| self.privileges.get(d).cloned())
+            .collect();
+        privileges.sort_by(|a, b| a.server.cmp(&b.server));
+        self.readiness.send_replace(Readiness {
+            epoch: self.epoch,
+            privileges,
+            snapshot_done: self.snapshot_deadline.is_none(),
+        });
     }
 
     async fn on_privileges(
@@ -292,16 +317,19 @@ impl PresenceService {
                 server: domain,
                 ..adv
             });
+            self.publish_readiness();
             return None;
         }
         self.privileges.update(Advertisement {
             server: domain.clone(),
             ..adv
         });
+        self.publish_readiness();
         self.probes.probe(&self.handle, &domain).await
     }
 
     fn on_presence(&mut self, p: &PresenceStanza) {
+        self.metrics.received.inc();
         let f = match interpret(p, self.limits) {
             Ok(f) => f,
             Err(Ignored::BadJid(why)) => {
@@ -364,6 +392,7 @@ impl PresenceService {
     /// away, unless the server evidently sends no snapshots (see [`SnapshotMode`]).
     fn finish_snapshot(&mut self) {
         self.snapshot_deadline = None;
+        self.publish_readiness();
         if !self.tracker.in_snapshot() {
             return;
         }

@@ -199,6 +199,33 @@ impl Herald {
     }
 }
 
+impl Herald {
+    /// [`Herald::start`] through `app::run_with`; returns once herald has started, with its
+    /// observers (e.g. where its HTTP listener is bound).
+    pub async fn start_observed(settings: Settings) -> (Herald, herald::app::Observers) {
+        let (shutdown, signal) = oneshot::channel::<()>();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(herald::app::run_with(
+            settings,
+            herald::xmpp::iq_handlers::IqHandlers::new(),
+            async move {
+                let _ = signal.await;
+            },
+            move |o| {
+                let _ = tx.send(o);
+            },
+        ));
+        let observers = rx.await.expect("herald starts");
+        (
+            Herald {
+                shutdown: Some(shutdown),
+                task,
+            },
+            observers,
+        )
+    }
+}
+
 /// Stops servers (or anything whose `Drop` blocks) off the runtime thread, so that the clients
 /// still connected to them can answer the server's stream close meanwhile (Prosody waits for them
 /// before it exits; blocking the runtime in `Drop` would cost the whole SIGTERM grace period).

@@ -10,9 +10,9 @@
 //!
 //! - **herald** through [`herald::app::run_with`], a fresh store in a temporary directory, its
 //!   HTTP listener on `127.0.0.1:0` with a token, no sinks, `presence.snapshot = "never"`.
-//! - **A fake XEP-0114 server** on `127.0.0.1:0` (`support/bench_common.rs` logs herald in and
-//!   advertises `presence = managed_entity`); it writes pre-rendered forwarded presences and
-//!   drains what herald writes.
+//! - **A fake XEP-0114 server** on `127.0.0.1:0`: the test suite's `tests/support/fake_server.rs`
+//!   in its fast mode logs herald in and advertises `presence = managed_entity`; it writes
+//!   pre-rendered forwarded presences and drains what herald writes.
 //!
 //! Phases:
 //!
@@ -31,8 +31,6 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use herald::presence::query::PresenceReader;
@@ -40,10 +38,12 @@ use herald::presence::query::PresenceReader;
 #[allow(dead_code)]
 #[path = "support/bench_common.rs"]
 mod bench_common;
+#[path = "../tests/support/fake_server.rs"]
+mod fake_server;
 
-use bench_common::{accept_and_login, cpu_model, JID, SECRET};
+use bench_common::{cpu_model, JID, SECRET};
+use fake_server::{FakeServer, Fast, Script};
 
-const ADVERT: &str = "<message from='localhost' to='herald.localhost'><privilege xmlns='urn:xmpp:privilege:2'><perm access='roster' type='both'/><perm access='message' type='outgoing'/><perm access='presence' type='managed_entity'/></privilege></message>";
 const TOKEN: &str = "bench-token-0123456789";
 const CHURN_RESOURCES: usize = 10_000;
 const TIMEOUT: Duration = Duration::from_secs(120);
@@ -217,10 +217,10 @@ async fn main() {
 }
 
 async fn run(args: &Args) -> Result<(), String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let server = listener.local_addr().map_err(|e| e.to_string())?;
+    // The fake server: Prosody's advertisement, then loads; it drains herald's output.
+    let mut fake = FakeServer::start(SECRET).await;
+    fake.script_default(Script::accept().advertise().fast(Fast::default()));
+    let server = fake.addr;
     let store = tempfile::tempdir().map_err(|e| e.to_string())?;
     let toml = format!(
         "[component]\njid = \"{JID}\"\nsecret = \"{SECRET}\"\nserver = \"{server}\"\n\
@@ -246,23 +246,18 @@ async fn run(args: &Args) -> Result<(), String> {
     let http = observers.http.ok_or("no HTTP listener")?;
     let url = format!("http://{http}/v1/presence");
 
-    // The fake server: login, then a writer of loads and a drain of herald's output.
-    let (sock, _) = accept_and_login(&listener, ADVERT)
+    let conn = fake
+        .next_fast_connection(Duration::from_secs(15))
         .await
-        .map_err(|e| e.to_string())?;
-    let (mut rd, mut wr) = sock.into_split();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        while matches!(rd.read(&mut buf).await, Ok(n) if n > 0) {}
-    });
+        .ok_or("herald did not connect")?;
     let (loads, mut load_rx) = mpsc::unbounded_channel::<Load>();
     tokio::spawn(async move {
         while let Some(load) = load_rx.recv().await {
-            let _ = load.started.send(Instant::now());
-            for c in &load.chunks {
-                if wr.write_all(c).await.is_err() {
-                    return;
+            match conn.write(load.chunks).await {
+                Some((started, _)) => {
+                    let _ = load.started.send(started);
                 }
+                None => return,
             }
         }
     });

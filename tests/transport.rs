@@ -38,7 +38,7 @@ struct Running {
 }
 
 async fn start(settings: Settings, handlers: IqHandlers) -> Running {
-    let (herald, observers) = Herald::start_observed(settings, handlers).await;
+    let (herald, observers) = Herald::start_with_handlers(settings, handlers).await;
     Running { herald, observers }
 }
 

@@ -140,7 +140,7 @@ impl Herald {
 
     /// `app::run_with` with extra IQ handlers; returns once herald has started, with its
     /// observers (presence read handle, connection status, store).
-    pub async fn start_observed(
+    pub async fn start_with_handlers(
         settings: Settings,
         handlers: herald::xmpp::iq_handlers::IqHandlers,
     ) -> (Herald, herald::app::Observers) {
@@ -203,26 +203,7 @@ impl Herald {
     /// [`Herald::start`] through `app::run_with`; returns once herald has started, with its
     /// observers (e.g. where its HTTP listener is bound).
     pub async fn start_observed(settings: Settings) -> (Herald, herald::app::Observers) {
-        let (shutdown, signal) = oneshot::channel::<()>();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(herald::app::run_with(
-            settings,
-            herald::xmpp::iq_handlers::IqHandlers::new(),
-            async move {
-                let _ = signal.await;
-            },
-            move |o| {
-                let _ = tx.send(o);
-            },
-        ));
-        let observers = rx.await.expect("herald starts");
-        (
-            Herald {
-                shutdown: Some(shutdown),
-                task,
-            },
-            observers,
-        )
+        Herald::start_with_handlers(settings, herald::xmpp::iq_handlers::IqHandlers::new()).await
     }
 }
 

@@ -189,6 +189,9 @@ async fn repeated_advertisements_are_probed_once_per_connection() {
     server.script_next(script);
     let herald = start(settings(&server, dir.path()), IqHandlers::new()).await;
     let mut conn = connected(&mut server).await;
+    conn.recv_matching(is_ping_to("localhost"), EVENTUALLY)
+        .await
+        .expect("the probe's ping");
     let sent = conn.drain(QUIET).await;
     let pings = sent.iter().filter(|el| is_ping_to("localhost")(el)).count();
     let infos = sent

@@ -29,9 +29,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{FutureExt, SinkExt, StreamExt};
 use minidom::Element;
-use tokio::io::{
-    AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter, ReadBuf,
-};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -45,6 +43,8 @@ use tracing::{debug, error, info, warn};
 use super::disco;
 use super::inbound::Stanza;
 use super::iq_tracker::{IqError, IqTracker};
+use super::limits::Limits;
+use super::reader::{GuardedReader, PoisonMemory};
 use super::router::{classify, classify_element, Inbound};
 use super::stanza::{self, NS_COMPONENT};
 use crate::backoff::Backoff;
@@ -263,7 +263,12 @@ async fn login(settings: &ComponentSettings) -> Result<(Stream, OwnedWriteHalf),
     let (rd, wr) = tcp.into_split();
     let write_slot = Arc::new(Mutex::new(Some(wr)));
     let io = LoginIo {
-        rd: BufReader::with_capacity(READ_BUFFER, rd),
+        rd: GuardedReader::with_capacity(
+            READ_BUFFER,
+            rd,
+            Limits::new(settings.max_stanza_bytes),
+            PoisonMemory::global(),
+        ),
         wr: write_slot.clone(),
     };
     let header = StreamHeader {
@@ -568,7 +573,7 @@ impl Session<'_> {
                             self.tracker.resolve(el);
                         }
                     }
-                    Some(Ok(Stanza::Presence(_))) => {}
+                    Some(Ok(Stanza::Presence(_) | Stanza::Rejected(_))) => {}
                     Some(Err(ReadError::SoftTimeout)) | Some(Err(ReadError::ParseError(_))) => {}
                     _ => {
                         warn!("the server closed the stream while herald was flushing");
@@ -672,10 +677,10 @@ async fn write_loop(
     wr.shutdown().await
 }
 
-/// The login I/O of tokio-xmpp's stream: reads through a buffer; writes go to the socket's write
-/// half, which the writer task takes over once the handshake is done.
+/// The login I/O of tokio-xmpp's stream: reads through herald's limit-checking reader; writes go
+/// to the socket's write half, which the writer task takes over once the handshake is done.
 struct LoginIo {
-    rd: BufReader<OwnedReadHalf>,
+    rd: GuardedReader<OwnedReadHalf>,
     wr: Arc<Mutex<Option<OwnedWriteHalf>>>,
 }
 
@@ -737,7 +742,7 @@ impl AsyncWrite for LoginIo {
 /// The element of a stanza that is not a presence.
 fn element(stanza: &Stanza) -> Option<&Element> {
     match stanza {
-        Stanza::Presence(_) => None,
+        Stanza::Presence(_) | Stanza::Rejected(_) => None,
         Stanza::Other(el) => Some(el),
     }
 }
@@ -747,6 +752,7 @@ fn describe(stanza: &Stanza) -> String {
     match stanza {
         Stanza::Presence(_) => "<presence/>".into(),
         Stanza::Other(el) => format!("<{}/>", el.name()),
+        Stanza::Rejected(r) => format!("rejected stanza ({})", r.limit),
     }
 }
 

@@ -8,6 +8,8 @@ pub mod disco;
 pub mod handle;
 pub mod inbound;
 pub mod iq_tracker;
+pub mod limits;
+pub mod reader;
 pub mod router;
 pub mod stanza;
 

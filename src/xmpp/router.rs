@@ -41,6 +41,7 @@ pub fn classify(stanza: &Stanza) -> Inbound<'_> {
     match stanza {
         Stanza::Presence(p) => classify_presence(p),
         Stanza::Other(el) => classify_element(el),
+        Stanza::Rejected(_) => Inbound::Other("stanza over a reader limit"),
     }
 }
 

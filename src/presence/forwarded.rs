@@ -82,7 +82,7 @@ mod tests {
     fn presence(xml: &str) -> PresenceStanza {
         match parse(xml) {
             Stanza::Presence(p) => p,
-            Stanza::Other(el) => panic!("{el:?}"),
+            other => panic!("{other:?}"),
         }
     }
 

@@ -9,6 +9,8 @@ pub mod handle;
 pub mod inbound;
 pub mod iq_handlers;
 pub mod iq_tracker;
+pub mod limits;
+pub mod reader;
 pub mod router;
 pub mod routes;
 pub mod stanza;

@@ -33,6 +33,9 @@ pub enum Inbound {
     IqRequest,
     /// An `<iq type='result|error'/>`: the answer to one of herald's own requests → IQ tracker.
     IqResponse,
+    /// A stanza the reader skipped for being over a limit (`component.max_stanza_bytes`, nesting
+    /// depth, …): logged, and answered with `policy-violation` when it was an IQ request.
+    Rejected,
     /// Anything else herald does not act on.
     Other(&'static str),
 }
@@ -42,6 +45,7 @@ pub fn classify(stanza: &Stanza) -> Inbound {
     match stanza {
         Stanza::Presence(p) => classify_presence(p),
         Stanza::Other(el) => classify_element(el),
+        Stanza::Rejected(_) => Inbound::Rejected,
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, BufReader, ReadBuf};
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_xmpp::parsers::component::Handshake;
@@ -17,6 +17,8 @@ use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, 
 
 use crate::config::ComponentSettings;
 use crate::xmpp::inbound::Stanza;
+use crate::xmpp::limits::Limits;
+use crate::xmpp::reader::{GuardedReader, PoisonMemory};
 use crate::xmpp::router::{classify, Inbound};
 use crate::xmpp::stanza::NS_COMPONENT;
 
@@ -52,7 +54,12 @@ pub(super) async fn login(
     let (rd, wr) = tcp.into_split();
     let write_slot = Arc::new(Mutex::new(Some(wr)));
     let io = LoginIo {
-        rd: BufReader::with_capacity(READ_BUFFER, rd),
+        rd: GuardedReader::with_capacity(
+            READ_BUFFER,
+            rd,
+            Limits::new(settings.max_stanza_bytes),
+            PoisonMemory::global(),
+        ),
         wr: write_slot.clone(),
     };
     let header = StreamHeader {
@@ -104,10 +111,10 @@ pub(super) async fn login(
     }
 }
 
-/// The login I/O of tokio-xmpp's stream: reads through a buffer; writes go to the socket's write
-/// half, which the writer task takes over once the handshake is done.
+/// The login I/O of tokio-xmpp's stream: reads through herald's limit-checking reader; writes go
+/// to the socket's write half, which the writer task takes over once the handshake is done.
 pub(super) struct LoginIo {
-    rd: BufReader<OwnedReadHalf>,
+    rd: GuardedReader<OwnedReadHalf>,
     wr: Arc<Mutex<Option<OwnedWriteHalf>>>,
 }
 
@@ -171,5 +178,6 @@ fn describe(stanza: &Stanza) -> String {
     match stanza {
         Stanza::Presence(_) => "<presence/>".into(),
         Stanza::Other(el) => format!("<{}/>", el.name()),
+        Stanza::Rejected(r) => format!("rejected stanza ({})", r.limit),
     }
 }

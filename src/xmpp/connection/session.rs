@@ -166,6 +166,13 @@ impl Session<'_> {
                 }
                 Ok(())
             }
+            (Inbound::Rejected, Stanza::Rejected(r)) => {
+                warn!(from = ?r.from.as_deref().unwrap_or_default(), stanza = r.name.as_deref().unwrap_or("?"), limit = r.limit, "skipped an inbound stanza over a limit (see the README, 'Limits')");
+                if let Some(answer) = r.error_reply(self.settings.jid.as_str()) {
+                    let _ = self.handle.send(Lane::Priority, &answer).await;
+                }
+                Ok(())
+            }
             (Inbound::Other(what), _) => {
                 debug!(what, "ignoring inbound stanza");
                 Ok(())
@@ -249,7 +256,7 @@ impl Session<'_> {
                             self.tracker.resolve(el);
                         }
                     }
-                    Some(Ok(Stanza::Presence(_))) => {}
+                    Some(Ok(Stanza::Presence(_) | Stanza::Rejected(_))) => {}
                     Some(Err(ReadError::SoftTimeout)) | Some(Err(ReadError::ParseError(_))) => {}
                     _ => {
                         // The server's footer may answer the one the writer has just sent.

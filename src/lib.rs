@@ -5,7 +5,8 @@
 //!
 //! ```text
 //!  XMPP server ⇄ xmpp::connection (a transport: login, keepalive, reconnect)
-//!     ▲   │      reader: parses each stanza (xmpp::inbound), classifies it once (xmpp::router)
+//!     ▲   │      reader: checks each stanza's bytes against xmpp::limits (xmpp::reader), parses
+//!     │   │      it (xmpp::inbound), classifies it once (xmpp::router)
 //!     │   │      and routes it to its owner (xmpp::routes), over bounded channels:
 //!     │   ├── forwarded presences, privilege adverts, Up/Down ─► presence::service (own thread)
 //!     │   ├── MUC presences, groupchat ─► rooms owner (drops them until push exists)
@@ -24,7 +25,8 @@
 //! ```
 //!
 //! - [`config`]: the `component.toml` schema, layered loading and validation into [`config::Settings`].
-//! - [`xmpp`]: the stream ([`xmpp::connection`]), classification ([`xmpp::router`]) and routing
+//! - [`xmpp`]: the stream ([`xmpp::connection`]), its limit-checking reader ([`xmpp::reader`],
+//!   [`xmpp::limits`]), classification ([`xmpp::router`]) and routing
 //!   ([`xmpp::routes`]), IQ handlers ([`xmpp::iq_handlers`]), answers to herald's own IQs
 //!   ([`xmpp::iq_tracker`]) and the handle every owner sends through ([`xmpp::XmppHandle`]).
 //! - [`xep`]: payloads that xmpp-parsers lacks (XEP-0356 privilege advertisements).

@@ -24,12 +24,15 @@
 //! - [`presence`]: the pure tracker (state transitions, snapshot and resync) and its service.
 //! - [`events`]: the event type and its JSON shape.
 //! - [`outbox`] and [`sinks`]: durable delivery, and where events go.
+//! - [`adhoc`]: XEP-0050 ad-hoc commands on herald's JID (framework and commands).
+//! - [`push`]: push registrations (XEP-0357 `<enable/>`/`<disable/>`, the rules, the limits).
 //! - [`store`]: the only module that names sled.
 //! - [`admin`]: the `dead-letters` command on a stopped herald's store.
 //! - [`allocator`]: the binary's allocator and its settings.
 //! - [`app`]: wires the tasks together; [`app::run`] takes a shutdown future so the whole component
 //!   runs in-process in tests.
 
+pub mod adhoc;
 pub mod admin;
 pub mod allocator;
 pub mod app;
@@ -38,6 +41,7 @@ pub mod config;
 pub mod events;
 pub mod outbox;
 pub mod presence;
+pub mod push;
 pub mod sinks;
 pub mod store;
 pub mod telemetry;

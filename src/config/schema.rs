@@ -103,6 +103,8 @@ pub struct Config {
     pub sinks: SinksConfig,
     /// `[admin]`: who may run admin commands. Default: nobody.
     pub admin: AdminConfig,
+    /// `[push]`: push registrations (XEP-0357) and their limits. Default: all defaults.
+    pub push: super::PushConfig,
 }
 
 /// `[component]`.

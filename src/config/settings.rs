@@ -17,6 +17,7 @@ pub struct Settings {
     /// One per `[[sinks.webhook]]`, in file order. No two sinks of any kind share a `name`.
     pub webhook_sinks: Vec<WebhookSinkSettings>,
     pub admin: AdminSettings,
+    pub push: PushSettings,
 }
 
 /// `[component]`, validated; see [`ComponentConfig`] for meanings.
@@ -137,7 +138,16 @@ impl Settings {
             .collect();
         let webhook_sinks = webhook_sinks(raw.sinks.webhook, taken, &mut problems);
         let admin = admin_settings(raw.admin, &mut problems);
-        match (component, store, presence, xmpp_sinks, webhook_sinks, admin) {
+        let push = super::push::push_settings(raw.push, component.as_ref(), &mut problems);
+        match (
+            component,
+            store,
+            presence,
+            xmpp_sinks,
+            webhook_sinks,
+            admin,
+            push,
+        ) {
             (
                 Some(component),
                 Some(store),
@@ -145,6 +155,7 @@ impl Settings {
                 Some(xmpp_sinks),
                 Some(webhook_sinks),
                 Some(admin),
+                Some(push),
             ) if problems.0.is_empty() => Ok(Settings {
                 component,
                 store,
@@ -152,6 +163,7 @@ impl Settings {
                 xmpp_sinks,
                 webhook_sinks,
                 admin,
+                push,
             }),
             _ => Err(ConfigErrors(problems.0)),
         }

@@ -101,3 +101,5 @@ pub fn room_rows(u: &UserPush) -> Vec<Vec<String>> {
         })
         .collect()
 }
+#[cfg(test)]
+mod tests;

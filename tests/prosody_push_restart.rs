@@ -23,7 +23,11 @@ struct Process(Child);
 
 impl Process {
     fn spawn(config: &Path, log: &Path) -> Process {
-        let stderr = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
         Process(
             Command::new(env!("CARGO_BIN_EXE_herald"))
                 .arg("--config")
@@ -43,15 +47,25 @@ impl Process {
     }
 
     async fn terminate(&mut self, log: &Path) {
-        let ok = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status().unwrap();
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
         assert!(ok.success());
         let deadline = Instant::now() + T;
         loop {
             if let Some(status) = self.0.try_wait().unwrap() {
-                assert!(status.success(), "herald exited with {status}:\n{}", file_tail(log, 40));
+                assert!(
+                    status.success(),
+                    "herald exited with {status}:\n{}",
+                    file_tail(log, 40)
+                );
                 return;
             }
-            assert!(Instant::now() < deadline, "herald did not stop after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "herald did not stop after SIGTERM"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -78,22 +92,35 @@ async fn registrations_and_rooms_survive_a_restart_and_a_kill_9_right_after_comp
     let config = dir.path().join("component.toml");
     let log = dir.path().join("herald.log");
     // A long flush interval: only the flush before each answer can make a change durable.
-    let toml = Config::new(&p.component_jid, &p.component_secret, p.component_addr(), &dir.path().join("store"))
-        .xmpp_sink()
-        .toml()
-        .replace("flush_interval = \"10ms\"", "flush_interval = \"10s\"");
+    let toml = Config::new(
+        &p.component_jid,
+        &p.component_secret,
+        p.component_addr(),
+        &dir.path().join("store"),
+    )
+    .xmpp_sink()
+    .toml()
+    .replace("flush_interval = \"10ms\"", "flush_interval = \"10s\"");
     std::fs::write(&config, toml).unwrap();
     let mut alice = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
 
     let mut herald = Process::spawn(&config, &log);
     wait_until_answering(&mut alice, HERALD, T).await;
-    let form = submit(&[("jid", &["push.example.net"]), ("node", &["first"]), ("secret", &["s"])]);
+    let form = submit(&[
+        ("jid", &["push.example.net"]),
+        ("node", &["first"]),
+        ("secret", &["s"]),
+    ]);
     note(&command(&mut alice, HERALD, "push-register", None, None, Some(&form)).await);
     herald.terminate(&log).await;
 
     let mut herald = Process::spawn(&config, &log);
     wait_until_answering(&mut alice, HERALD, T).await;
-    assert_eq!(list(&mut alice).await, (vec!["first".into()], vec![]), "after a graceful restart");
+    assert_eq!(
+        list(&mut alice).await,
+        (vec!["first".into()], vec![]),
+        "after a graceful restart"
+    );
     let form = submit(&[("room", &["dev@muc.localhost"]), ("nick", &["alice"])]);
     note(&command(&mut alice, HERALD, "push-room", None, None, Some(&form)).await);
     let form = submit(&[("jid", &["push.example.net"]), ("node", &["second"])]);
@@ -105,7 +132,10 @@ async fn registrations_and_rooms_survive_a_restart_and_a_kill_9_right_after_comp
     wait_until_answering(&mut alice, HERALD, T).await;
     assert_eq!(
         list(&mut alice).await,
-        (vec!["first".into(), "second".into()], vec!["dev@muc.localhost".into()]),
+        (
+            vec!["first".into(), "second".into()],
+            vec!["dev@muc.localhost".into()]
+        ),
         "after kill -9:\n{}",
         file_tail(&log, 30)
     );

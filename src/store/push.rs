@@ -276,10 +276,13 @@ mod tests {
             .unwrap();
         assert_eq!(seen, (1, true));
         assert_eq!(p.stats().rooms, 1, "b still watches it");
-        p.update("b@x", |u, _| Ok::<_, ()>(u.rooms.clear()))
-            .await
-            .unwrap()
-            .unwrap();
+        p.update("b@x", |u, _| {
+            u.rooms.clear();
+            Ok::<_, ()>(())
+        })
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(p.stats().rooms, 0);
         assert_eq!(p.users().count(), 0, "empty records are removed");
     }

@@ -213,7 +213,8 @@ async fn push_register_in_two_stages_and_in_one() {
 #[tokio::test]
 async fn push_register_refuses_bad_input_naming_the_field_and_writes_nothing() {
     let e = env();
-    let cases: [(&[(&str, &[&str])], &str); 4] = [
+    type Fields<'a> = &'a [(&'a str, &'a [&'a str])];
+    let cases: [(Fields, &str); 4] = [
         (&[("node", &["n"])], "field 'jid' is required"),
         (
             &[("jid", &["a@b/c"]), ("node", &["n"])],

@@ -2,81 +2,23 @@
 //! ad-hoc commands, run each of them in stages and in one round trip, register, list, update
 //! and unregister app servers, choose rooms, and send XEP-0357 `<enable/>`/`<disable/>`. Users
 //! see only their own data, admin commands exist only for `[admin] jids`, and users of a domain
-//! herald does not serve are refused.
+//! herald does not serve are refused. `<enable/>`/`<disable/>`: `prosody_push_enable.rs`.
 //!
 //! Needs `prosody` + `prosody-modules`: `bash scripts/install-test-deps.sh`.
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
-use herald::xmpp::iq_handlers::IqHandlers;
-use herald::xmpp::routes::LinkStatus;
 use support::adhoc::{
-    column, command, command_nodes, error, iq, note, rows, submit, wait_until_answering,
-    NS_COMMANDS,
+    column, command, command_nodes, error, iq, note, push_prosody, rows, start_herald_with_admin,
+    submit, wait_until_answering, NS_COMMANDS,
 };
 use support::client::{to_xml, C2s};
-use support::herald::{stop_servers, Config};
-use support::prosody::Prosody;
-use tokio::sync::oneshot;
+use support::herald::stop_servers;
 
 const HERALD: &str = "herald.localhost";
 const T: Duration = Duration::from_secs(10);
-
-/// Prosody with `localhost` (alice, bob, admin) and a second host `other.localhost` (eve).
-async fn prosody() -> Prosody {
-    let p = Prosody::builder()
-        .users(&[("alice", "pa"), ("bob", "pb"), ("admin", "px")])
-        .extra_vhost("\nVirtualHost \"other.localhost\"\n")
-        .start()
-        .await;
-    let out = p.prosodyctl(&["register", "eve", "other.localhost", "pe"]);
-    assert!(out.status.success(), "{out:?}");
-    p
-}
-
-/// herald in-process with `[admin] jids = ["admin@localhost"]`; returns once it is logged in.
-async fn start_herald(
-    p: &Prosody,
-    store: &Path,
-) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let toml = format!(
-        "{}\n[admin]\njids = [\"admin@localhost\"]\n",
-        Config::new(
-            &p.component_jid,
-            &p.component_secret,
-            p.component_addr(),
-            store
-        )
-        .xmpp_sink()
-        .toml()
-    );
-    let settings = herald::config::load_str(&toml).unwrap();
-    let (stop, signal) = oneshot::channel::<()>();
-    let (tx, rx) = oneshot::channel();
-    let task = tokio::spawn(async move {
-        herald::app::run_with(
-            settings,
-            IqHandlers::new(),
-            async move {
-                let _ = signal.await;
-            },
-            |o| {
-                let _ = tx.send(o.status);
-            },
-        )
-        .await
-        .unwrap();
-    });
-    let mut status = rx.await.unwrap();
-    tokio::time::timeout(T, status.wait_for(|s| matches!(s, LinkStatus::Up { .. })))
-        .await
-        .expect("herald logs in")
-        .unwrap();
-    (stop, task)
-}
 
 fn sid(answer: &minidom::Element) -> String {
     support::adhoc::cmd(answer)
@@ -94,9 +36,9 @@ fn status(answer: &minidom::Element) -> String {
 
 #[tokio::test]
 async fn users_discover_run_and_manage_their_registrations() {
-    let p = prosody().await;
+    let p = push_prosody().await;
     let store = tempfile::tempdir().unwrap();
-    let (stop, task) = start_herald(&p, store.path()).await;
+    let (stop, task) = start_herald_with_admin(&p, store.path()).await;
     let mut alice = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
     let mut bob = C2s::login(&p.c2s_addr(), "bob@localhost/desk", "pb").await;
 
@@ -353,9 +295,9 @@ async fn users_discover_run_and_manage_their_registrations() {
 
 #[tokio::test]
 async fn admin_commands_only_for_admins_and_foreign_users_are_refused() {
-    let p = prosody().await;
+    let p = push_prosody().await;
     let store = tempfile::tempdir().unwrap();
-    let (stop, task) = start_herald(&p, store.path()).await;
+    let (stop, task) = start_herald_with_admin(&p, store.path()).await;
     let mut alice = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
     let mut admin = C2s::login(&p.c2s_addr(), "admin@localhost/console", "px").await;
     let mut eve = C2s::login(&p.c2s_addr(), "eve@other.localhost/x", "pe").await;
@@ -450,66 +392,6 @@ async fn admin_commands_only_for_admins_and_foreign_users_are_refused() {
     for c in [alice, admin, eve] {
         c.close().await;
     }
-    let _ = stop.send(());
-    task.await.unwrap();
-    stop_servers(p).await;
-}
-
-#[tokio::test]
-async fn enable_and_disable_with_tigase_filters() {
-    let p = prosody().await;
-    let store = tempfile::tempdir().unwrap();
-    let (stop, task) = start_herald(&p, store.path()).await;
-    let mut alice = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
-    wait_until_answering(&mut alice, HERALD, T).await;
-
-    let enable = "<enable xmlns='urn:xmpp:push:0' jid='push-5.client.example' node='yxs32uqsflafdk3iuqo'>\
-        <x xmlns='jabber:x:data' type='submit'>\
-        <field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field>\
-        <field var='secret'><value>eruio234vzxc2kla-91</value></field></x>\
-        <groupchat xmlns='tigase:push:filter:groupchat:0'><room jid='dev@muc.localhost' allow='mentioned' nick='alice'/></groupchat>\
-        <muted xmlns='tigase:push:filter:muted:0'><item jid='noisy@muc.localhost'/></muted></enable>";
-    let a = iq(&mut alice, "set", HERALD, enable).await;
-    assert_eq!(a.attr("type"), Some("result"), "{}", to_xml(&a));
-    let second = "<enable xmlns='urn:xmpp:push:0' jid='push-5.client.example' node='second'/>";
-    assert_eq!(
-        iq(&mut alice, "set", HERALD, second).await.attr("type"),
-        Some("result")
-    );
-    let list = command(&mut alice, HERALD, "push-list", None, None, None).await;
-    assert_eq!(
-        column(&rows(&list, 0), "node"),
-        ["yxs32uqsflafdk3iuqo", "second"]
-    );
-    let rooms = rows(&list, 1);
-    assert_eq!(column(&rooms, "room"), ["dev@muc.localhost"]);
-    assert_eq!(column(&rooms, "mode"), ["mentioned"]);
-    assert!(column(&rooms, "registration")[0].contains("yxs32uqsflafdk3iuqo"));
-
-    let bad = iq(
-        &mut alice,
-        "set",
-        HERALD,
-        "<enable xmlns='urn:xmpp:push:0' node='x'/>",
-    )
-    .await;
-    let (_, cond, _, text) = error(&bad);
-    assert_eq!(cond, "bad-request");
-    assert!(text.contains("'jid'"), "{text}");
-
-    // disable without node removes every registration of that jid.
-    let d = iq(
-        &mut alice,
-        "set",
-        HERALD,
-        "<disable xmlns='urn:xmpp:push:0' jid='push-5.client.example'/>",
-    )
-    .await;
-    assert_eq!(d.attr("type"), Some("result"));
-    let list = command(&mut alice, HERALD, "push-list", None, None, None).await;
-    assert!(rows(&list, 0).is_empty());
-
-    alice.close().await;
     let _ = stop.send(());
     task.await.unwrap();
     stop_servers(p).await;

@@ -262,3 +262,128 @@ impl Sessions {
         self.remember_ended(session.id, now);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::adhoc::xml;
+
+    const ALICE: &str = "alice@example.org/phone";
+
+    fn el(xml: &str) -> Element {
+        xml.parse().unwrap()
+    }
+
+    fn config_form(var: &str) -> Element {
+        xml::form(
+            "Configure Service",
+            "",
+            vec![xml::field(
+                var,
+                xmpp_parsers::data_forms::FieldType::ListSingle,
+                var,
+                true,
+                &[],
+            )],
+        )
+    }
+
+    fn request(
+        node: &str,
+        sessionid: Option<&str>,
+        action: xml::Action,
+        form: bool,
+    ) -> xml::Request {
+        xml::Request {
+            node: node.into(),
+            sessionid: sessionid.map(Into::into),
+            action,
+            form: form.then(|| el("<x xmlns='jabber:x:data' type='submit'/>")),
+        }
+    }
+
+    #[test]
+    fn sessions_expire_and_their_ids_then_read_as_expired() {
+        let mut s = Sessions::new(Duration::from_secs(600), 8);
+        let t0 = Instant::now();
+        let form = (config_form("mode"), true);
+        let id = s
+            .open(
+                "s1".into(),
+                "config",
+                ALICE,
+                "alice@example.org",
+                form,
+                Data::new(),
+                t0,
+            )
+            .unwrap();
+        let req = request("config", Some(&id), xml::Action::Complete, true);
+        let t1 = t0 + Duration::from_secs(599);
+        let Ok(Step::Submit { session, .. }) = s.step(&req, ALICE, t1) else {
+            panic!("still open after 599 s");
+        };
+        // A stage that failed puts it back (touched at t1); 600 s of silence end it.
+        s.put_back(session, None, t1);
+        let late = s.step(&req, ALICE, t1 + Duration::from_secs(600));
+        assert!(
+            matches!(late, Err(CommandError::SessionExpired)),
+            "{late:?}"
+        );
+        assert!(s.is_empty());
+        // Long after, the id is forgotten: unknown.
+        let later = s.step(&req, ALICE, t1 + Duration::from_secs(1300));
+        assert!(
+            matches!(later, Err(CommandError::BadSessionId(_))),
+            "{later:?}"
+        );
+    }
+
+    #[test]
+    fn a_user_has_a_bounded_number_of_sessions() {
+        let mut s = Sessions::new(Duration::from_secs(600), 2);
+        let t = Instant::now();
+        let f = || (config_form("mode"), true);
+        for (i, id) in ["a", "b", "c"].iter().enumerate() {
+            s.open(
+                (*id).into(),
+                "config",
+                ALICE,
+                "alice@example.org",
+                f(),
+                Data::new(),
+                t + Duration::from_secs(i as u64),
+            )
+            .unwrap();
+        }
+        // Another user's session does not count against alice.
+        s.open(
+            "d".into(),
+            "config",
+            "bob@example.org/x",
+            "bob@example.org",
+            f(),
+            Data::new(),
+            t,
+        )
+        .unwrap();
+        assert_eq!(s.len(), 3);
+        let oldest = s.step(
+            &request("config", Some("a"), xml::Action::Cancel, false),
+            ALICE,
+            t,
+        );
+        assert!(
+            matches!(oldest, Err(CommandError::SessionExpired)),
+            "{oldest:?}"
+        );
+        assert!(matches!(
+            s.step(
+                &request("config", Some("c"), xml::Action::Cancel, false),
+                ALICE,
+                t
+            ),
+            Ok(Step::Cancel(_))
+        ));
+    }
+}

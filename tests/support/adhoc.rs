@@ -8,6 +8,12 @@ use std::time::{Duration, Instant};
 use minidom::Element;
 
 use super::client::{parse_client_xml, to_xml, C2s};
+use super::herald::Config;
+use super::prosody::Prosody;
+use herald::xmpp::iq_handlers::IqHandlers;
+use herald::xmpp::routes::LinkStatus;
+use std::path::Path;
+use tokio::sync::oneshot;
 
 pub const NS_COMMANDS: &str = "http://jabber.org/protocol/commands";
 pub const NS_DATA: &str = "jabber:x:data";
@@ -196,4 +202,60 @@ pub async fn wait_until_answering(c: &mut C2s, to: &str, within: Duration) -> El
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Prosody with `localhost` (alice, bob, admin) and a second host `other.localhost` (eve).
+pub async fn push_prosody() -> Prosody {
+    let p = Prosody::builder()
+        .users(&[("alice", "pa"), ("bob", "pb"), ("admin", "px")])
+        .extra_vhost("\nVirtualHost \"other.localhost\"\n")
+        .start()
+        .await;
+    let out = p.prosodyctl(&["register", "eve", "other.localhost", "pe"]);
+    assert!(out.status.success(), "{out:?}");
+    p
+}
+
+/// herald in-process with `[admin] jids = ["admin@localhost"]`; returns once it is logged in.
+pub async fn start_herald_with_admin(
+    p: &Prosody,
+    store: &Path,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let toml = format!(
+        "{}\n[admin]\njids = [\"admin@localhost\"]\n",
+        Config::new(
+            &p.component_jid,
+            &p.component_secret,
+            p.component_addr(),
+            store
+        )
+        .xmpp_sink()
+        .toml()
+    );
+    let settings = herald::config::load_str(&toml).unwrap();
+    let (stop, signal) = oneshot::channel::<()>();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(async move {
+        herald::app::run_with(
+            settings,
+            IqHandlers::new(),
+            async move {
+                let _ = signal.await;
+            },
+            |o| {
+                let _ = tx.send(o.status);
+            },
+        )
+        .await
+        .unwrap();
+    });
+    let mut status = rx.await.unwrap();
+    tokio::time::timeout(
+        ANSWER,
+        status.wait_for(|s| matches!(s, LinkStatus::Up { .. })),
+    )
+    .await
+    .expect("herald logs in")
+    .unwrap();
+    (stop, task)
 }

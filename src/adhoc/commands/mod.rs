@@ -103,3 +103,5 @@ pub fn room_rows(u: &UserPush) -> Vec<Vec<String>> {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_rooms_admin;

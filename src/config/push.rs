@@ -115,15 +115,6 @@ pub struct PushSettings {
     pub max_sessions_per_user: usize,
 }
 
-impl PushSettings {
-    /// The defaults for `component` (tests, embedding).
-    pub fn defaults_for(component: &ComponentSettings) -> PushSettings {
-        let mut p = Problems::default();
-        push_settings(PushConfig::default(), Some(component), &mut p)
-            .unwrap_or_else(|| unreachable!("the defaults are valid: {:?}", p.0))
-    }
-}
-
 fn count_in(key: &str, value: usize, max: usize, p: &mut Problems) -> bool {
     let ok = (1..=max).contains(&value);
     if !ok {

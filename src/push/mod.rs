@@ -145,14 +145,6 @@ impl Push {
             })
             .await??)
     }
-
-    /// Removes every registration and room rule of `user` (admin).
-    pub async fn clear(&self, user: &str) -> Result<UserPush, PushError> {
-        Ok(self
-            .store
-            .update(user, |u, _| Ok::<_, Refusal>(std::mem::take(u)))
-            .await??)
-    }
 }
 
 /// Registers herald's push interface on `handlers`: the ad-hoc commands (XEP-0050, with

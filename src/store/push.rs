@@ -6,9 +6,13 @@
 //! that got `Ok` from [`PushStore::update`] knows the change is on disk, so an answer sent after
 //! it survives a `kill -9`. An in-memory index counts the users watching each room, for the
 //! `max_rooms` limit and the statistics; it is rebuilt from the records when the store opens.
+//!
+//! Flushes are group commits: one at a time (sled's `flush_async` can stall when called
+//! concurrently), each covering every write made before it started, so writers that arrive
+//! while one runs share the next instead of queueing one fsync each.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{take_fault, Store, StoreError};
@@ -70,6 +74,10 @@ pub struct PushStore {
     tree: sled::Tree,
     index: Arc<Mutex<RoomIndex>>,
     write_faults: Arc<AtomicUsize>,
+    /// Writes made so far (numbered from 1).
+    written: Arc<AtomicU64>,
+    /// The highest write number known to be on disk; held while a flush runs.
+    flushed: Arc<tokio::sync::Mutex<u64>>,
 }
 
 impl Store {
@@ -90,6 +98,8 @@ impl Store {
             tree,
             index: Arc::new(Mutex::new(index)),
             write_faults: Arc::new(AtomicUsize::new(0)),
+            written: Arc::new(AtomicU64::new(0)),
+            flushed: Arc::new(tokio::sync::Mutex::new(0)),
         })
     }
 }
@@ -135,13 +145,14 @@ impl PushStore {
         user: &str,
         change: impl FnOnce(&mut UserPush, &RoomIndex) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
-        let outcome = {
+        let (outcome, mine) = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
             let old = self.get(user)?;
             let mut new = old.clone();
             match change(&mut new, &index) {
                 Err(e) => return Ok(Err(e)),
-                Ok(t) if new == old => Ok(t),
+                // Nothing to write; an earlier write it may have read still has to be durable.
+                Ok(t) if new == old => (Ok(t), self.written.load(Ordering::SeqCst)),
                 Ok(t) => {
                     if take_fault(&self.write_faults) {
                         return Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(
@@ -155,12 +166,27 @@ impl PushStore {
                     }
                     index.remove(&old);
                     index.add(&new);
-                    Ok(t)
+                    (Ok(t), self.written.fetch_add(1, Ordering::SeqCst) + 1)
                 }
             }
         };
-        self.store.flush().await?;
+        self.flush_up_to(mine).await?;
         Ok(outcome)
+    }
+
+    /// Returns once write number `mine` is on disk, flushing if no flush covered it yet.
+    async fn flush_up_to(&self, mine: u64) -> Result<(), StoreError> {
+        let mut flushed = self.flushed.lock().await;
+        if *flushed >= mine {
+            return Ok(());
+        }
+        let target = self.written.load(Ordering::SeqCst);
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.db_flush())
+            .await
+            .map_err(|e| StoreError::Sled(sled::Error::Io(std::io::Error::other(e))))??;
+        *flushed = target;
+        Ok(())
     }
 
     /// Every user with data, in JID byte order (corrupt records are skipped with a WARN).
@@ -285,6 +311,36 @@ mod tests {
         .unwrap();
         assert_eq!(p.stats().rooms, 0);
         assert_eq!(p.users().count(), 0, "empty records are removed");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_all_complete_and_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let p = s.push_store().unwrap();
+        let mut tasks = tokio::task::JoinSet::new();
+        for w in 0..32 {
+            let p = p.clone();
+            tasks.spawn(async move {
+                for i in 0..8 {
+                    let node = format!("n{i}");
+                    p.update(&format!("u{w}@x"), |u, _| {
+                        Ok::<_, ()>(u.upsert(Registration::new("app.example", &node, i), 8))
+                    })
+                    .await
+                    .unwrap()
+                    .unwrap();
+                }
+            });
+        }
+        let all = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while let Some(r) = tasks.join_next().await {
+                r.unwrap();
+            }
+        })
+        .await;
+        assert!(all.is_ok(), "concurrent writers stalled");
+        assert_eq!(p.stats().registrations, 32 * 8);
     }
 
     #[tokio::test]

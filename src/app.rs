@@ -107,6 +107,8 @@ pub async fn run_with(
         settings.store.cache_bytes,
     )?;
     let jid = settings.component.jid.to_string();
+    let mut handlers = handlers;
+    let push = crate::push::install(&mut handlers, &settings, &store)?;
     let iq_tracker = IqTracker::new();
     let (handle, queues) = XmppHandle::new(iq_tracker.clone(), &jid);
     let (routes, inboxes) = Routes::new(IqDispatcher::new(handlers, handle.clone()));
@@ -168,6 +170,7 @@ pub async fn run_with(
             metrics: metrics.presence(),
         },
     )?;
+    let _ = push.presence.set(reader.clone());
     let presence = spawn_presence_thread(service, inboxes.presence).map_err(RunError::Thread)?;
     // Group chats and other messages: nobody acts on them yet.
     let rooms = tokio::spawn(routes::discard(inboxes.rooms, "rooms"));

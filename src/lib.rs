@@ -35,6 +35,8 @@
 //!   service that owns them and its read handle ([`presence::query`]).
 //! - [`events`]: the event type and its JSON shape.
 //! - [`outbox`] and [`sinks`]: durable delivery, and where events go.
+//! - [`adhoc`]: XEP-0050 ad-hoc commands on herald's JID (framework and commands).
+//! - [`push`]: push registrations (XEP-0357 `<enable/>`/`<disable/>`, the rules, the limits).
 //! - [`store`]: the only module that names sled.
 //! - [`admin`]: the `dead-letters` command on a stopped herald's store.
 //! - [`http`]: the operators' HTTP listener: `/metrics`, `/healthz`, `/readyz`, `/v1/presence`.
@@ -43,6 +45,7 @@
 //! - [`app`]: wires the owners together; [`app::run`] takes a shutdown future so the whole
 //!   component runs in-process in tests.
 
+pub mod adhoc;
 pub mod admin;
 pub mod allocator;
 pub mod app;
@@ -53,6 +56,7 @@ pub mod http;
 pub mod metrics;
 pub mod outbox;
 pub mod presence;
+pub mod push;
 pub mod sinks;
 pub mod store;
 pub mod telemetry;

@@ -166,6 +166,7 @@ fn example_file_documents_every_key() {
         ),
         ("admin", "[admin]"),
         ("http", "[http]"),
+        ("push", "[push]"),
     ] {
         let toml = format!("{MINIMAL}{header}\nnot_a_key = 1\n");
         let errors = with_env(&[], || problems(load_str(&toml)));
@@ -224,7 +225,7 @@ fn unknown_keys_are_rejected_with_their_path() {
         errors.0,
         vec![ConfigProblem::new(
             "verbose",
-            "unknown key (expected one of: component, store, presence, sinks, admin, http)"
+            "unknown key (expected one of: component, store, presence, sinks, admin, http, push)"
         )]
     );
 
@@ -1089,4 +1090,63 @@ fn http_token_comes_from_token_or_token_file_and_is_checked() {
         assert_eq!(errors.0.len(), 1, "{body}: {errors}");
         assert_eq!(errors.0[0].key, key, "{body}: {errors}");
     }
+}
+
+#[test]
+fn push_defaults_follow_mod_cloud_notify_and_the_served_domains() {
+    use herald::config::MucServices;
+    use herald::push::RoomMode;
+    let toml = format!("{MINIMAL}server_domains = [\"example.org\", \"chat.example.org\"]\n");
+    let p = with_env(&[], || ok(load_str(&toml))).push;
+    assert_eq!(p.domains, ["example.org", "chat.example.org"]);
+    assert_eq!(p.muc_services, MucServices::UnderDomains);
+    assert_eq!(
+        (
+            p.max_devices,
+            p.max_rooms_per_user,
+            p.max_rooms,
+            p.max_errors
+        ),
+        (5, 50, 10_000, 16)
+    );
+    assert_eq!(p.default_room_mode, RoomMode::Always);
+    assert_eq!(p.room_nick, "herald");
+    assert!(!p.with_body && !p.with_sender);
+    assert_eq!(p.important_body, "New Message!");
+    assert_eq!(p.session_timeout, Duration::from_secs(600));
+    // Without server_domains: the parent domain of the component.
+    let p = with_env(&[], || ok(load_str(MINIMAL))).push;
+    assert_eq!(p.domains, ["example.org"]);
+    let toml = format!(
+        "{MINIMAL}[push]\ndomains = [\"a.example\"]\nmuc_services = [\"*\"]\ndefault_room_mode = \"mentioned\"\n"
+    );
+    let p = with_env(&[], || ok(load_str(&toml))).push;
+    assert_eq!(p.domains, ["a.example"]);
+    assert_eq!(p.muc_services, MucServices::Any);
+    assert_eq!(p.default_room_mode, RoomMode::Mentioned);
+}
+
+#[test]
+fn bad_push_values_are_each_reported_with_their_key() {
+    let toml = format!(
+        "{MINIMAL}[push]\ndomains = [\"a@b\"]\nmuc_services = []\nmax_devices = 0\nmax_rooms = 0\n\
+         default_room_mode = \"sometimes\"\nroom_nick = \"\"\nmax_errors = 0\nsession_timeout = \"2h\"\n"
+    );
+    let errors = with_env(&[], || problems(load_str(&toml)));
+    let mut found = keys(&errors);
+    found.sort_unstable();
+    assert_eq!(
+        found,
+        [
+            "push.default_room_mode",
+            "push.domains[0]",
+            "push.max_devices",
+            "push.max_errors",
+            "push.max_rooms",
+            "push.muc_services",
+            "push.room_nick",
+            "push.session_timeout",
+        ],
+        "{errors}"
+    );
 }

@@ -39,10 +39,12 @@ use serde::{Deserialize, Serialize};
 use xmpp_parsers::jid::{BareJid, DomainPart, NodePart};
 
 mod errors;
+mod push;
 mod schema;
 mod settings;
 
 pub use errors::*;
+pub use push::{MucServices, PushConfig, PushSettings};
 pub use schema::*;
 pub use settings::*;
 
@@ -54,7 +56,15 @@ pub const WORLD_SERVER_USERNAME: &str = "WORLD_SERVER_USERNAME";
 pub const DEFAULT_SERVER_USER: &str = "server";
 
 /// The top-level sections, in documentation order.
-pub(super) const SECTIONS: &[&str] = &["component", "store", "presence", "sinks", "admin", "http"];
+pub(super) const SECTIONS: &[&str] = &[
+    "component",
+    "store",
+    "presence",
+    "sinks",
+    "admin",
+    "http",
+    "push",
+];
 /// Keys whose environment values are strings verbatim (never parsed as numbers or booleans).
 pub(super) const ENV_STRING_KEYS: &[&str] = &[
     "component.jid",
@@ -169,6 +179,7 @@ pub(super) fn from_figment(
         sinks: sections.read("sinks"),
         admin: sections.read("admin"),
         http: sections.read("http"),
+        push: sections.read("push"),
     };
     let Sections {
         failed,

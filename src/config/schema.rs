@@ -106,6 +106,8 @@ pub struct Config {
     /// `[http]`: the operators' HTTP listener (metrics, probes, presence API). Default: all
     /// defaults.
     pub http: HttpConfig,
+    /// `[push]`: push registrations (XEP-0357) and their limits. Default: all defaults.
+    pub push: super::PushConfig,
 }
 
 /// `[component]`.

@@ -18,6 +18,7 @@ pub struct Settings {
     pub webhook_sinks: Vec<WebhookSinkSettings>,
     pub admin: AdminSettings,
     pub http: HttpSettings,
+    pub push: PushSettings,
 }
 
 /// `[component]`, validated; see [`ComponentConfig`] for meanings.
@@ -149,6 +150,7 @@ impl Settings {
         let webhook_sinks = webhook_sinks(raw.sinks.webhook, taken, &mut problems);
         let admin = admin_settings(raw.admin, &mut problems);
         let http = http_settings(raw.http, &mut problems);
+        let push = super::push::push_settings(raw.push, component.as_ref(), &mut problems);
         match (
             component,
             store,
@@ -157,6 +159,7 @@ impl Settings {
             webhook_sinks,
             admin,
             http,
+            push,
         ) {
             (
                 Some(component),
@@ -166,6 +169,7 @@ impl Settings {
                 Some(webhook_sinks),
                 Some(admin),
                 Some(http),
+                Some(push),
             ) if problems.0.is_empty() => Ok(Settings {
                 component,
                 store,
@@ -174,6 +178,7 @@ impl Settings {
                 webhook_sinks,
                 admin,
                 http,
+                push,
             }),
             _ => Err(ConfigErrors(problems.0)),
         }

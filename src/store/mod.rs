@@ -6,6 +6,8 @@
 //!   [`PresenceJournal`] (`journal`). Every change the tracker reports is appended, one record
 //!   per group commit, so a restart resumes from the table as it was.
 //! - `queue/NAME` and `dead/NAME`: each sink's queue and dead letters, see [`queue`].
+//! - `push_users`: each user's push registrations and room rules, see [`PushStore`] (`push`).
+//!   Schema 4 added it; a schema 3 store is upgraded by creating it empty.
 //!
 //! Durability: sled buffers writes in memory and flushes its log every `store.flush_interval`
 //! (group commit) and on [`Store::flush`] (graceful shutdown). A crash of herald or a power cut
@@ -17,6 +19,7 @@
 //! go on without it do (the journal skips it, a sink's worker moves it to its dead letters).
 
 mod journal;
+mod push;
 pub mod queue;
 mod seq;
 
@@ -25,10 +28,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub use journal::PresenceJournal;
+pub use push::{PushStats, PushStore, RoomIndex};
 pub use seq::SeqAllocator;
 
 /// Bumped when the on-disk layout changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 const KEY_SCHEMA: &[u8] = b"schema";
 /// Schema 2 kept one record per online resource in this tree; schema 3 keeps a journal.
@@ -108,6 +112,7 @@ impl Store {
                         store.db.drop_tree(TREE_PRESENCE_V2)?;
                     }
                     2 => store.migrate_from_v2()?,
+                    3 => store.migrate_from_v3()?,
                     _ => return Err(StoreError::Schema { found }),
                 }
             }
@@ -138,7 +143,20 @@ impl Store {
         self.meta
             .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
         self.db.flush()?;
-        tracing::info!(resources = table.len(), "store upgraded from schema 2 to 3");
+        tracing::info!(
+            resources = table.len(),
+            "store upgraded from schema 2 to {SCHEMA_VERSION}"
+        );
+        Ok(())
+    }
+
+    /// Schema 3 → 4: the registration tree is new (created empty when first opened); nothing
+    /// else changed.
+    fn migrate_from_v3(&self) -> Result<(), StoreError> {
+        self.meta
+            .insert(KEY_SCHEMA, &SCHEMA_VERSION.to_be_bytes())?;
+        self.db.flush()?;
+        tracing::info!("store upgraded from schema 3 to {SCHEMA_VERSION}");
         Ok(())
     }
 
@@ -251,6 +269,22 @@ mod tests {
             "{:?}",
             reopened.map(|r| r.map(|_| ()))
         );
+    }
+
+    #[test]
+    fn a_schema_3_store_is_upgraded_and_keeps_its_queues() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = open_for_test(dir.path());
+            s.sink_queue("hook").unwrap().push(7, b"{}").unwrap();
+            s.meta.insert(KEY_SCHEMA, &3u32.to_be_bytes()).unwrap();
+            s.db.flush().unwrap();
+        }
+        let s = open_for_test(dir.path());
+        let schema = s.meta.get(KEY_SCHEMA).unwrap().unwrap();
+        assert_eq!(decode_u32(&schema), Some(SCHEMA_VERSION));
+        assert_eq!(s.sink_queue("hook").unwrap().count(), 1);
+        assert!(s.push_store().unwrap().users().next().is_none());
     }
 
     #[test]

@@ -76,6 +76,8 @@ where
 pub struct IqHandlers {
     handlers: HashMap<String, Arc<dyn IqHandler>>,
     features: Vec<String>,
+    /// Answers disco#info requests that carry a `node` (the ad-hoc command nodes).
+    node_info: Option<Arc<dyn IqHandler>>,
 }
 
 impl IqHandlers {
@@ -96,6 +98,12 @@ impl IqHandlers {
                 self.features.push((*f).to_owned());
             }
         }
+    }
+
+    /// Lets `handler` answer disco#info requests that name a `node` (without one, every such
+    /// request gets `item-not-found`).
+    pub fn register_node_info(&mut self, handler: impl IqHandler) {
+        self.node_info = Some(Arc::new(handler));
     }
 
     /// The disco#info features herald advertises.
@@ -133,7 +141,11 @@ impl IqDispatcher {
             }
         };
         let ns = request.payload.ns();
+        let node_info = ns == NS_DISCO_INFO
+            && request.payload.attr("node").is_some()
+            && self.handlers.node_info.is_some();
         let local = match (ns.as_str(), request.payload.name(), request.kind) {
+            _ if node_info => None,
             (NS_DISCO_INFO, "query", IqKind::Get) => Some(self.disco_info(&request)),
             (NS_PING, "ping", IqKind::Get) => Some(Ok(None)),
             (NS_DISCO_INFO, _, _) | (NS_PING, _, _) => {
@@ -144,7 +156,12 @@ impl IqDispatcher {
         if let Some(answer) = local {
             return self.answer_now(reply(&request, &me, answer));
         }
-        let Some(handler) = self.handlers.handlers.get(&ns).cloned() else {
+        let handler = if node_info {
+            self.handlers.node_info.clone()
+        } else {
+            self.handlers.handlers.get(&ns).cloned()
+        };
+        let Some(handler) = handler else {
             debug!(from = %request.from, ns = %ns, "no handler for this IQ namespace");
             return self.answer_now(reply(
                 &request,

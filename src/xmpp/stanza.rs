@@ -118,6 +118,9 @@ pub struct StanzaError {
     /// E.g. `item-not-found`; `undefined-condition` when the error names none.
     pub condition: String,
     pub text: Option<String>,
+    /// An application-specific condition (RFC 6120 §8.3.3.2) as `(namespace, name)`, e.g.
+    /// XEP-0050's `<bad-sessionid xmlns='http://jabber.org/protocol/commands'/>`.
+    pub app: Option<(String, String)>,
 }
 
 /// Longest error text herald keeps from a peer's error.
@@ -129,11 +132,18 @@ impl StanzaError {
             kind,
             condition: condition.to_owned(),
             text: None,
+            app: None,
         }
     }
 
     pub fn with_text(mut self, text: impl Into<String>) -> Self {
         self.text = Some(text.into());
+        self
+    }
+
+    /// Adds an application-specific condition `<NAME xmlns=NS/>`.
+    pub fn with_app(mut self, ns: &str, name: &str) -> Self {
+        self.app = Some((ns.to_owned(), name.to_owned()));
         self
     }
 
@@ -168,10 +178,16 @@ impl StanzaError {
                 }
                 t
             });
+        let app = error.and_then(|e| {
+            e.children()
+                .find(|c| c.ns() != NS_STANZA_ERRORS)
+                .map(|c| (c.ns(), c.name().to_owned()))
+        });
         StanzaError {
             kind,
             condition,
             text,
+            app,
         }
     }
 
@@ -186,6 +202,9 @@ impl StanzaError {
                     .append(text.as_str())
                     .build(),
             );
+        }
+        if let Some((ns, name)) = &self.app {
+            b = b.append(Element::builder(name.as_str(), ns.as_str()).build());
         }
         b.build()
     }

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+pub mod adhoc;
 pub mod client;
 pub mod herald;
 pub mod prosody;

@@ -1,0 +1,81 @@
+//! `admin-stats` (admins only): online resources, registrations, users with registrations,
+//! watched rooms, and each sink's backlog. Completes at once.
+
+use std::sync::Arc;
+
+use xmpp_parsers::data_forms::{Field, FieldType};
+
+use super::Ctx;
+use crate::adhoc::xml::{self, Note};
+use crate::adhoc::{Command, CommandFuture, Input, Reply, Requester};
+
+pub const NODE: &str = "admin-stats";
+
+pub struct AdminStats(pub Arc<Ctx>);
+
+fn stats(ctx: Arc<Ctx>) -> CommandFuture {
+    Box::pin(async move {
+        let online = match ctx.presence.get() {
+            Some(reader) => match reader.stats().await {
+                Ok(s) => s.online.to_string(),
+                Err(_) => "unknown".to_owned(),
+            },
+            None => "unknown".to_owned(),
+        };
+        let p = ctx.push.stats();
+        let num = |var: &str, label: &str, v: String| {
+            xml::field(var, FieldType::TextSingle, label, false, &[v.as_str()])
+        };
+        let mut fields: Vec<Field> = vec![
+            num("online", "Online resources", online),
+            num(
+                "registrations",
+                "Push registrations",
+                p.registrations.to_string(),
+            ),
+            num("users", "Users with registrations", p.users.to_string()),
+            num("rooms", "Watched rooms", p.rooms.to_string()),
+        ];
+        let mut rows = Vec::new();
+        for name in ctx.store.sink_names() {
+            let backlog = ctx.store.sink_queue(&name).map(|q| q.count()).unwrap_or(0);
+            rows.push(vec![name, backlog.to_string()]);
+        }
+        fields.push(num("sinks", "Sinks", rows.len().to_string()));
+        let result = xml::result(
+            "herald statistics",
+            fields,
+            &[("sink", "Sink"), ("backlog", "Backlog")],
+            &rows,
+        );
+        Ok(Reply::Done {
+            note: Note::info(format!(
+                "{} registration(s) of {} user(s), {} watched room(s).",
+                p.registrations, p.users, p.rooms
+            )),
+            results: vec![result],
+        })
+    })
+}
+
+impl Command for AdminStats {
+    fn node(&self) -> &'static str {
+        NODE
+    }
+
+    fn name(&self) -> &'static str {
+        "herald statistics"
+    }
+
+    fn admin_only(&self) -> bool {
+        true
+    }
+
+    fn start(&self, _: Requester) -> CommandFuture {
+        stats(self.0.clone())
+    }
+
+    fn submit(&self, _: Input) -> CommandFuture {
+        stats(self.0.clone())
+    }
+}

@@ -131,7 +131,7 @@ impl FromXml for Stanza {
         if name.0 == NS_COMPONENT && name.1.as_str() == "presence" {
             return Ok(match PresenceBuilder::new(attrs) {
                 Ok(b) => StanzaBuilder::Presence(b),
-                Err(r) => StanzaBuilder::Rejected(SkipBuilder::new(r)),
+                Err(r) => StanzaBuilder::Rejected(SkipBuilder::new(*r)),
             });
         }
         if let Some(limit) = attrs.get(NS_REJECTED, REJECTED_ATTR) {
@@ -293,8 +293,7 @@ pub struct PresenceBuilder {
 
 impl PresenceBuilder {
     /// `Err` for the reader's rejection of a presence.
-    #[allow(clippy::result_large_err)] // built once per stanza, moved straight into the builder
-    fn new(attrs: rxml::AttrMap) -> Result<Self, RejectedStanza> {
+    fn new(attrs: rxml::AttrMap) -> Result<Self, Box<RejectedStanza>> {
         let mut stanza = PresenceStanza::default();
         // Kept only for a rejection (moved out of the map: no copies).
         let (mut id, mut to, mut limit) = (None, None, None);
@@ -314,7 +313,7 @@ impl PresenceBuilder {
             }
         }
         if let Some(limit) = limit {
-            return Err(RejectedStanza {
+            return Err(Box::new(RejectedStanza {
                 name: Some("presence".into()),
                 ns: Some(NS_COMPONENT.into()),
                 from: stanza.from,
@@ -322,7 +321,7 @@ impl PresenceBuilder {
                 id,
                 kind: stanza.kind,
                 limit: limits::by_name(&limit).unwrap_or(limits::MALFORMED),
-            });
+            }));
         }
         Ok(PresenceBuilder {
             stanza,

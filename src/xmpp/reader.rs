@@ -446,11 +446,13 @@ impl Guard {
         // Everything released was read and the parser is back for more.
         self.units.clear();
         if self.in_unit {
+            // (Only the stream footer is released while it is being scanned; nothing of it is
+            // used after that.)
             let u = &mut self.unit;
-            u.start -= d;
+            u.start = u.start.saturating_sub(d);
             u.keep = u.keep.saturating_sub(d);
             u.tok = u.tok.saturating_sub(d);
-            u.top_tag_end = u.top_tag_end.map(|t| t - d);
+            u.top_tag_end = u.top_tag_end.map(|t| t.saturating_sub(d));
         }
     }
 
@@ -459,7 +461,13 @@ impl Guard {
         while self.at < self.end {
             self.step();
         }
-        if self.in_unit {
+        if self.in_unit
+            && self.unit.depth == 0
+            && matches!(self.state, State::EndName | State::EndTail)
+        {
+            // The stream footer: the parser gets it as it comes, unchecked.
+            self.released = self.at;
+        } else if self.in_unit {
             self.check_partial();
             if self.unit.over.is_some() {
                 // Nothing of a unit over a limit is kept beyond its replacement.
@@ -585,6 +593,7 @@ impl Guard {
                 b'/' => {
                     self.unit.tok = self.at;
                     self.state = State::EndName;
+                    self.scan_end_name();
                 }
                 b'!' => self.state = State::Bang,
                 b'?' => {
@@ -608,34 +617,13 @@ impl Guard {
                 self.at = i;
                 self.scan_start_name();
             }
-            State::Tag => self.tag_byte(b),
-            State::AfterValue => {
-                if is_space(b) {
-                    self.state = State::Tag;
-                } else {
-                    if b != b'/' && b != b'>' {
-                        self.malformed();
-                    }
-                    self.tag_byte(b);
-                }
+            State::Tag | State::AfterValue => {
+                self.at = i;
+                self.scan_tag_rest();
             }
             State::AttrName => {
-                if is_space(b) || b == b'=' {
-                    self.state = if b == b'=' {
-                        State::AttrQuote
-                    } else {
-                        State::AttrEq
-                    };
-                    if self.unit.over.is_none() && i - self.unit.tok > self.limits.max_name_bytes {
-                        self.reject(limits::NAME_SIZE);
-                    }
-                } else if b == b'/' || b == b'>' {
-                    // An attribute without a value.
-                    self.malformed();
-                    self.tag_byte(b);
-                } else if b == b'<' || b == b'\'' || b == b'"' {
-                    self.malformed();
-                }
+                self.at = i;
+                self.scan_attr_name();
             }
             State::AttrEq => {
                 if b == b'=' {
@@ -657,6 +645,7 @@ impl Guard {
             State::AttrValue(q) => {
                 self.at = i;
                 self.scan_value(q);
+                self.scan_tag_rest();
             }
             State::EmptyEnd => {
                 if b == b'>' {
@@ -667,30 +656,14 @@ impl Guard {
                 }
             }
             State::EndName => {
-                if is_space(b) || b == b'>' {
-                    let (tok, len) = (self.unit.tok, i.saturating_sub(self.unit.tok));
-                    // (An over-long stream footer is the server's business.)
-                    if self.unit.over.is_none()
-                        && self.unit.depth > 0
-                        && len > self.limits.max_name_bytes
-                    {
-                        self.reject(limits::NAME_SIZE);
-                    }
-                    if b == b'>' {
-                        self.close_end(tok, len);
-                    } else {
-                        self.unit.name = (tok, len);
-                        self.state = State::EndTail;
-                    }
-                } else if b == b'<' || b == b'/' || b == b'\'' || b == b'"' || b == b'=' {
-                    self.malformed();
-                }
+                self.at = i;
+                self.scan_end_name();
             }
             State::EndTail => {
                 if b == b'>' {
                     let (tok, len) = self.unit.name;
                     self.close_end(tok, len);
-                } else if !is_space(b) {
+                } else if !is_space(b) && self.unit.depth > 0 {
                     self.malformed();
                 }
             }
@@ -702,6 +675,9 @@ impl Guard {
                         && i + j - self.unit.tok > self.limits.max_text_bytes
                     {
                         self.reject(limits::TEXT_SIZE);
+                    }
+                    if self.at < self.end && self.state == State::Lt {
+                        self.step();
                     }
                 }
                 None => self.at = self.end,
@@ -818,8 +794,11 @@ impl Guard {
                 }
                 match b {
                     b'>' => self.close_start(),
-                    b'/' => self.state = State::EmptyEnd,
-                    _ => self.state = State::Tag,
+                    b'/' => self.empty_end(),
+                    _ => {
+                        self.state = State::Tag;
+                        self.scan_tag_rest();
+                    }
                 }
                 return;
             }
@@ -851,11 +830,38 @@ impl Guard {
         }
     }
 
+    /// The rest of a start tag from `self.at` (in state `Tag` or `AfterValue`): whitespace and
+    /// attributes, up to its `>`, something unusual, or the end of the data.
+    fn scan_tag_rest(&mut self) {
+        while self.at < self.end && matches!(self.state, State::Tag | State::AfterValue) {
+            let b = self.buf[self.at];
+            self.at += 1;
+            if is_space(b) {
+                self.state = State::Tag;
+                continue;
+            }
+            if self.state == State::AfterValue && b != b'/' && b != b'>' {
+                // No space between two attributes.
+                self.malformed();
+            }
+            self.tag_byte(b);
+        }
+    }
+
+    /// After the `/` of `/>`.
+    fn empty_end(&mut self) {
+        self.state = State::EmptyEnd;
+        if self.at < self.end && self.buf[self.at] == b'>' {
+            self.at += 1;
+            self.close_empty();
+        }
+    }
+
     /// The byte just processed, where an attribute, `/>` or `>` may come.
     fn tag_byte(&mut self, b: u8) {
         match b {
             b'>' => self.close_start(),
-            b'/' => self.state = State::EmptyEnd,
+            b'/' => self.empty_end(),
             _ if is_space(b) => self.state = State::Tag,
             b'\'' | b'"' | b'=' | b'<' => {
                 self.state = State::Tag;
@@ -868,7 +874,89 @@ impl Guard {
                 if self.unit.attrs > self.limits.max_attrs {
                     self.reject(limits::ATTRIBUTES);
                 }
+                self.scan_attr_name();
             }
+        }
+    }
+
+    /// An attribute name, from `self.at`, up to its end or the end of the data; then, on the
+    /// usual `='`, its value.
+    fn scan_attr_name(&mut self) {
+        let mut j = self.at;
+        while j < self.end {
+            let c = self.buf[j];
+            if is_space(c) || matches!(c, b'=' | b'/' | b'>' | b'<' | b'\'' | b'"') {
+                break;
+            }
+            j += 1;
+        }
+        self.at = j;
+        if j == self.end {
+            return;
+        }
+        let c = self.buf[j];
+        self.at = j + 1;
+        if is_space(c) || c == b'=' {
+            self.state = if c == b'=' {
+                State::AttrQuote
+            } else {
+                State::AttrEq
+            };
+            if self.unit.over.is_none() && j - self.unit.tok > self.limits.max_name_bytes {
+                self.reject(limits::NAME_SIZE);
+            }
+            if c == b'=' && self.at < self.end {
+                let q = self.buf[self.at];
+                if q == b'\'' || q == b'"' {
+                    self.at += 1;
+                    self.unit.tok = self.at;
+                    self.state = State::AttrValue(q);
+                    self.scan_value(q);
+                }
+            }
+        } else if c == b'/' || c == b'>' {
+            // An attribute without a value.
+            self.malformed();
+            self.tag_byte(c);
+        } else {
+            // `<` or a quote in a name.
+            self.malformed();
+        }
+    }
+
+    /// An end tag's name, from `self.at`, up to its end or the end of the data. At the stream's
+    /// level it is the stream footer: that goes to the parser as it is.
+    fn scan_end_name(&mut self) {
+        let mut j = self.at;
+        while j < self.end {
+            let c = self.buf[j];
+            if is_space(c) || c == b'>' {
+                break;
+            }
+            if matches!(c, b'<' | b'/' | b'\'' | b'"' | b'=') && self.unit.depth > 0 {
+                self.at = j + 1;
+                self.malformed();
+                j = self.at;
+                continue;
+            }
+            j += 1;
+        }
+        self.at = j;
+        if j == self.end {
+            return;
+        }
+        let c = self.buf[j];
+        self.at = j + 1;
+        let (tok, len) = (self.unit.tok, j.saturating_sub(self.unit.tok));
+        // (An over-long stream footer is the server's business.)
+        if self.unit.over.is_none() && self.unit.depth > 0 && len > self.limits.max_name_bytes {
+            self.reject(limits::NAME_SIZE);
+        }
+        if c == b'>' {
+            self.close_end(tok, len);
+        } else {
+            self.unit.name = (tok, len);
+            self.state = State::EndTail;
         }
     }
 
@@ -1602,6 +1690,37 @@ mod tests {
         assert_eq!(rejection(&r).limit, limits::MALFORMED);
         let r = read(&format!("<message id='m'><a v='1<2'/></message>{AFTER}")).await;
         assert_eq!(rejection(&r).limit, limits::MALFORMED);
+    }
+
+    #[tokio::test]
+    async fn an_end_tag_between_stanzas_is_the_footer_and_goes_to_the_parser_as_it_is() {
+        // Whatever it looks like (even over the name limit, arriving in pieces), it is the
+        // stream's end: nothing of it is rejected, nothing after it is touched.
+        for footer in [
+            "</stream:stream >",
+            &format!("</{}>", "s".repeat(2000)),
+            "</x\0<message id='c'>",
+        ] {
+            let body = format!("{AFTER}{footer}");
+            for chunk in [1, 3, 4096] {
+                let io = GuardedReader::with_capacity(
+                    512,
+                    client(body.as_bytes(), chunk, false),
+                    Limits::default(),
+                    PoisonMemory::new(),
+                );
+                let r = read_with(io, |_| 0).await;
+                assert_eq!(r.stanzas.len(), 1, "{footer:?} in pieces of {chunk}");
+                assert!(
+                    !matches!(&r.end, End::Hard(e) if e.contains("non-whitespace") || e.contains("restricted")),
+                    "{footer:?} in pieces of {chunk}: {:?}",
+                    r.end
+                );
+                if footer.starts_with("</stream:stream") {
+                    assert_eq!(r.end, End::Footer);
+                }
+            }
+        }
     }
 
     #[tokio::test]

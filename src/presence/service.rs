@@ -141,8 +141,8 @@ impl PresenceService {
     ///
     /// Group commit: after each burst it takes whatever else is already queued (up to
     /// [`COMMIT_MAX`]), then persists the resulting events and table changes before waking the
-    /// sinks. Inbound traffic is always taken before probe answers (`biased`), so a probe
-    /// answer is handled only once everything the connection read before it is applied.
+    /// sinks. A probe answer is acted on only after everything already queued is applied: the
+    /// connection queues what it read before an answer ahead of resolving it.
     #[tracing::instrument(name = "presence", skip_all)]
     pub async fn run(mut self, mut inbound: mpsc::Receiver<Vec<PresenceInbound>>) {
         let mut answers: FuturesUnordered<ProbeFuture> = FuturesUnordered::new();
@@ -151,7 +151,6 @@ impl PresenceService {
             let snapshot_deadline = self.snapshot_deadline;
             let advert_deadline = self.advert_deadline;
             tokio::select! {
-                biased;
                 burst = inbound.recv() => {
                     let Some(burst) = burst else { break };
                     self.handle_all(burst, &mut answers).await;

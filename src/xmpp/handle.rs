@@ -61,6 +61,10 @@ pub struct XmppHandle {
 #[error("the connection task has stopped")]
 pub struct Closed;
 
+#[derive(Debug, thiserror::Error)]
+#[error("the outbound lane is full or the connection task has stopped")]
+pub struct Full;
+
 impl XmppHandle {
     /// A handle and the writer's ends of its lanes.
     pub fn new(tracker: IqTracker, jid: &str) -> (Self, OutboundQueues) {
@@ -110,6 +114,19 @@ impl XmppHandle {
             Lane::Bulk => &self.bulk,
         };
         queue.send(item).await.map_err(|_| Closed)
+    }
+
+    /// Queues a stanza on `lane` unless that lane is full (the writer is stalled); never waits.
+    pub fn try_send(&self, lane: Lane, stanza: &Element) -> Result<(), Full> {
+        let item = Outbound {
+            generation: self.tracker.generation(),
+            xml: Bytes::from(String::from(stanza)),
+        };
+        let queue = match lane {
+            Lane::Priority => &self.priority,
+            Lane::Bulk => &self.bulk,
+        };
+        queue.try_send(item).map_err(|_| Full)
     }
 
     /// The current connection generation: a sink compares it before and after sending a batch

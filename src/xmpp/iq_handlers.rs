@@ -197,11 +197,16 @@ impl IqDispatcher {
         tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 
+    /// Queues an answer made without a handler. It never waits (the reader calls this), so a
+    /// flood of requests cannot pile up tasks: with the priority lane full (1024 stanzas the
+    /// writer has not taken) the answer is dropped with a WARN.
     fn answer_now(&self, stanza: Element) {
-        let handle = self.handle.clone();
-        tokio::spawn(async move {
-            let _ = handle.send(Lane::Priority, &stanza).await;
-        });
+        if self.handle.try_send(Lane::Priority, &stanza).is_err() {
+            warn!(
+                to = stanza.attr("to").unwrap_or_default(),
+                "outbound priority lane full; an IQ answer was dropped"
+            );
+        }
     }
 
     fn disco_info(&self, request: &IqRequest) -> Result<Option<Element>, StanzaError> {

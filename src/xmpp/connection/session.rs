@@ -169,7 +169,10 @@ impl Session<'_> {
             (Inbound::Rejected, Stanza::Rejected(r)) => {
                 warn!(from = ?r.from.as_deref().unwrap_or_default(), stanza = r.name.as_deref().unwrap_or("?"), limit = r.limit, "skipped an inbound stanza over a limit (see the README, 'Limits')");
                 if let Some(answer) = r.error_reply(self.settings.jid.as_str()) {
-                    let _ = self.handle.send(Lane::Priority, &answer).await;
+                    // Never waits: a flood of rejected IQs cannot stall reading.
+                    if self.handle.try_send(Lane::Priority, &answer).is_err() {
+                        warn!("outbound priority lane full; an IQ answer was dropped");
+                    }
                 }
                 Ok(())
             }

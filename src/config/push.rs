@@ -115,6 +115,28 @@ pub struct PushSettings {
     pub max_sessions_per_user: usize,
 }
 
+#[cfg(test)]
+impl PushSettings {
+    /// The defaults for users of `example.org`, with `muc_services`: a fixture for unit tests.
+    pub(crate) fn for_tests(muc_services: MucServices) -> PushSettings {
+        PushSettings {
+            domains: vec!["example.org".into()],
+            muc_services,
+            max_devices: 5,
+            max_rooms_per_user: 50,
+            max_rooms: 10_000,
+            default_room_mode: RoomMode::Always,
+            room_nick: "herald".into(),
+            with_body: false,
+            with_sender: false,
+            important_body: "New Message!".into(),
+            max_errors: 16,
+            session_timeout: Duration::from_secs(600),
+            max_sessions_per_user: 8,
+        }
+    }
+}
+
 fn count_in(key: &str, value: usize, max: usize, p: &mut Problems) -> bool {
     let ok = (1..=max).contains(&value);
     if !ok {

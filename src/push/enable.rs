@@ -192,21 +192,7 @@ mod tests {
     use crate::config::MucServices;
 
     fn settings() -> PushSettings {
-        PushSettings {
-            domains: vec!["example.org".into()],
-            muc_services: MucServices::UnderDomains,
-            max_devices: 5,
-            max_rooms_per_user: 50,
-            max_rooms: 10_000,
-            default_room_mode: RoomMode::Always,
-            room_nick: "herald".into(),
-            with_body: false,
-            with_sender: false,
-            important_body: "New Message!".into(),
-            max_errors: 16,
-            session_timeout: std::time::Duration::from_secs(600),
-            max_sessions_per_user: 8,
-        }
+        PushSettings::for_tests(MucServices::UnderDomains)
     }
 
     fn el(xml: &str) -> Element {

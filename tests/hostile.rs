@@ -6,48 +6,19 @@
 mod fake_server;
 #[path = "support/herald.rs"]
 mod herald_support;
+#[path = "support/scenario.rs"]
+mod scenario;
 
-use std::path::Path;
 use std::time::Duration;
 
 use fake_server::{
     prosody_advertisement, snapshot_presence, Conn, FakeServer, Script, NS_COMPONENT,
     NS_STANZA_ERRORS,
 };
-use herald::config::Settings;
 use herald::xmpp::iq_handlers::IqHandlers;
-use herald_support::{event_json, is_event_message, Config, Herald, JID, SECRET};
+use herald_support::{is_event_message, Config, Herald, JID, SECRET};
 use minidom::Element;
-use serde_json::Value;
-
-const EVENTUALLY: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(400);
-
-fn settings(server: &FakeServer, store: &Path) -> Settings {
-    Config::new(JID, SECRET, server.addr, store)
-        .fast_reconnect()
-        .xmpp_sink()
-        .settings()
-}
-
-async fn connected(server: &mut FakeServer) -> Conn {
-    server
-        .next_connection(EVENTUALLY)
-        .await
-        .expect("herald logs in to the fake server")
-}
-
-fn live_presence(from: &str) -> String {
-    format!("<presence from='{from}' to='{JID}'/>")
-}
-
-async fn next_event(conn: &mut Conn) -> Value {
-    let msg = conn
-        .recv_matching(is_event_message, EVENTUALLY)
-        .await
-        .expect("herald sends an event message");
-    event_json(&msg)
-}
+use scenario::{connected, live_presence, next_event, settings, EVENTUALLY, QUIET};
 
 /// `<tag><tag>…</tag></tag>` nested `depth` deep.
 fn nested(tag: &str, depth: usize) -> String {

@@ -7,29 +7,22 @@
 mod fake_server;
 #[path = "support/herald.rs"]
 mod herald_support;
+#[path = "support/scenario.rs"]
+mod scenario;
 
-use std::path::Path;
 use std::time::Duration;
 
-use fake_server::{prosody_advertisement, Conn, FakeServer, Script, NS_COMPONENT, NS_PING};
+use fake_server::{prosody_advertisement, FakeServer, Script, NS_COMPONENT, NS_PING};
 use herald::app::Observers;
 use herald::config::Settings;
 use herald::xmpp::iq_handlers::{IqFuture, IqHandlers, IqRequest};
 use herald::xmpp::routes::LinkStatus;
-use herald_support::{event_json, is_event_message, Config, Herald, JID, SECRET};
+use herald_support::{is_event_message, Config, Herald, JID, SECRET};
 use minidom::Element;
-use serde_json::Value;
+use scenario::{
+    assert_no_event, connected, live_presence, next_event, settings, EVENTUALLY, QUIET,
+};
 use tokio::sync::oneshot;
-
-const EVENTUALLY: Duration = Duration::from_secs(5);
-const QUIET: Duration = Duration::from_millis(400);
-
-fn settings(server: &FakeServer, store: &Path) -> Settings {
-    Config::new(JID, SECRET, server.addr, store)
-        .fast_reconnect()
-        .xmpp_sink()
-        .settings()
-}
 
 /// herald with extra IQ handlers, and its observers.
 struct Running {
@@ -45,31 +38,6 @@ async fn start(settings: Settings, handlers: IqHandlers) -> Running {
 impl Running {
     async fn stop(self) {
         self.herald.stop_ok(EVENTUALLY).await;
-    }
-}
-
-async fn connected(server: &mut FakeServer) -> Conn {
-    server
-        .next_connection(EVENTUALLY)
-        .await
-        .expect("herald logs in to the fake server")
-}
-
-fn live_presence(from: &str) -> String {
-    format!("<presence from='{from}' to='{JID}'/>")
-}
-
-async fn next_event(conn: &mut Conn) -> Value {
-    let msg = conn
-        .recv_matching(is_event_message, EVENTUALLY)
-        .await
-        .expect("herald sends an event message");
-    event_json(&msg)
-}
-
-async fn assert_no_event(conn: &mut Conn) {
-    if let Some(msg) = conn.recv_matching(is_event_message, QUIET).await {
-        panic!("unexpected event: {}", String::from(&msg));
     }
 }
 

@@ -72,7 +72,8 @@ impl RejectedStanza {
             && matches!(self.kind.as_deref(), Some("get" | "set"))
     }
 
-    /// For an IQ request: its `policy-violation` error answer, from `me`; else `None`.
+    /// For an IQ request: its `policy-violation` error answer (from the address it was sent to,
+    /// else `me`); else `None`.
     pub fn error_reply(&self, me: &str) -> Option<Element> {
         if !self.is_iq_request() {
             return None;
@@ -82,11 +83,12 @@ impl RejectedStanza {
         if let Some(from) = &self.from {
             iq = iq.attr(crate::n!("from"), from.as_str());
         }
+        let error = stanza::StanzaError::new(stanza::ErrorType::Modify, "policy-violation")
+            .with_text(format!("stanza over herald's {} limit", self.limit));
         Some(stanza::iq_error(
             &iq.build(),
-            me,
-            "modify",
-            "policy-violation",
+            self.to.as_deref().unwrap_or(me),
+            &error,
         ))
     }
 

@@ -23,7 +23,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use super::handle::{Lane, XmppHandle};
-use super::stanza::{ErrorType, StanzaError, NS_COMPONENT, NS_DISCO_INFO, NS_PING};
+use super::stanza::{self, ErrorType, StanzaError, NS_COMPONENT, NS_DISCO_INFO, NS_PING};
 
 /// Longest time a handler may take before the requester is told `service-unavailable`.
 pub const HANDLER_DEADLINE: Duration = Duration::from_secs(30);
@@ -295,14 +295,7 @@ pub fn reply(request: &IqRequest, me: &str, answer: IqAnswer) -> Element {
 
 /// An error answer to a request that did not validate.
 fn error_reply(iq: &Element, me: &str, error: &StanzaError) -> Element {
-    let mut b = Element::builder("iq", NS_COMPONENT)
-        .attr(crate::n!("type"), "error")
-        .attr(crate::n!("from"), iq.attr("to").unwrap_or(me))
-        .attr(crate::n!("id"), iq.attr("id").unwrap_or_default());
-    if let Some(to) = iq.attr("from") {
-        b = b.attr(crate::n!("to"), to);
-    }
-    b.append(error.to_element()).build()
+    stanza::iq_error(iq, iq.attr("to").unwrap_or(me), error)
 }
 
 #[cfg(test)]

@@ -35,23 +35,8 @@ pub fn disco_info_query(id: &str, from: &str, to: &str) -> Element {
         .build()
 }
 
-/// A `result` answer to `iq`, from `from`, with an optional payload.
-pub fn iq_result(iq: &Element, from: &str, payload: Option<Element>) -> Element {
-    let mut b = Element::builder("iq", NS_COMPONENT)
-        .attr(crate::n!("type"), "result")
-        .attr(crate::n!("from"), from)
-        .attr(crate::n!("id"), iq.attr("id").unwrap_or_default());
-    if let Some(to) = iq.attr("from") {
-        b = b.attr(crate::n!("to"), to);
-    }
-    if let Some(p) = payload {
-        b = b.append(p);
-    }
-    b.build()
-}
-
-/// An `error` answer to `iq` with a stanza error condition, e.g. `("cancel", "service-unavailable")`.
-pub fn iq_error(iq: &Element, from: &str, kind: &str, condition: &str) -> Element {
+/// The `error` answer to `iq`, from `from` (the one place herald builds an IQ error answer).
+pub fn iq_error(iq: &Element, from: &str, error: &StanzaError) -> Element {
     let mut b = Element::builder("iq", NS_COMPONENT)
         .attr(crate::n!("type"), "error")
         .attr(crate::n!("from"), from)
@@ -59,13 +44,7 @@ pub fn iq_error(iq: &Element, from: &str, kind: &str, condition: &str) -> Elemen
     if let Some(to) = iq.attr("from") {
         b = b.attr(crate::n!("to"), to);
     }
-    b.append(
-        Element::builder("error", NS_COMPONENT)
-            .attr(crate::n!("type"), kind)
-            .append(Element::builder(condition, NS_STANZA_ERRORS).build())
-            .build(),
-    )
-    .build()
+    b.append(error.to_element()).build()
 }
 
 /// The first child that is a stanza error condition, e.g. `item-not-found`.

@@ -34,14 +34,14 @@ mod webhook_receiver;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fake_server::{escape, Conn, FakeServer, Script};
 use herald_support::{
-    event_json, file_tail, is_event_message, seq, transitions, user_presence, Config, JID, SECRET,
+    event_json, file_tail, is_event_message, seq, transitions, user_presence, Config,
+    HeraldProcess, JID, SECRET,
 };
 use serde_json::Value;
 use webhook_receiver::{Answer, Reply, Request, WebhookReceiver};
@@ -52,75 +52,6 @@ const EVENTUALLY: Duration = Duration::from_secs(10);
 // ---------------------------------------------------------------------------------------------
 // The herald process
 // ---------------------------------------------------------------------------------------------
-
-/// A running `herald` binary; killed (SIGKILL) and reaped on drop, so no test leaves one behind.
-struct HeraldProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl HeraldProcess {
-    fn spawn(config: &Path, log: &Path) -> HeraldProcess {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .expect("open the herald log");
-        let child = Command::new(env!("CARGO_BIN_EXE_herald"))
-            .arg("--config")
-            .arg(config)
-            .env("RUST_LOG", "info,herald=debug")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr)
-            .spawn()
-            .expect("spawn herald");
-        HeraldProcess {
-            child,
-            log: log.to_owned(),
-        }
-    }
-
-    /// SIGKILL, then reap.
-    fn kill9(&mut self) {
-        self.child.kill().expect("SIGKILL herald");
-        self.child.wait().expect("reap herald");
-    }
-
-    /// SIGTERM, then waits (up to `within`) for a successful exit.
-    async fn terminate(&mut self, within: Duration) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill -TERM");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                assert!(
-                    status.success(),
-                    "herald exited with {status} after SIGTERM:\n{}",
-                    log_tail(&self.log)
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herald did not exit within {within:?} of SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for HeraldProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
 
 fn log_tail(path: &Path) -> String {
     file_tail(path, 80)

@@ -6,79 +6,15 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use support::adhoc::{column, command, note, rows, submit, wait_until_answering};
 use support::client::C2s;
-use support::herald::{file_tail, stop_servers, Config};
+use support::herald::{file_tail, stop_servers, Config, HeraldProcess};
 use support::prosody::Prosody;
 
 const HERALD: &str = "herald.localhost";
 const T: Duration = Duration::from_secs(15);
-
-/// The binary; SIGKILLed and reaped on drop.
-struct Process(Child);
-
-impl Process {
-    fn spawn(config: &Path, log: &Path) -> Process {
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .unwrap();
-        Process(
-            Command::new(env!("CARGO_BIN_EXE_herald"))
-                .arg("--config")
-                .arg(config)
-                .env("RUST_LOG", "info,herald=debug")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(stderr)
-                .spawn()
-                .expect("spawn herald"),
-        )
-    }
-
-    fn kill9(&mut self) {
-        self.0.kill().expect("SIGKILL");
-        self.0.wait().expect("reap");
-    }
-
-    async fn terminate(&mut self, log: &Path) {
-        let ok = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        let deadline = Instant::now() + T;
-        loop {
-            if let Some(status) = self.0.try_wait().unwrap() {
-                assert!(
-                    status.success(),
-                    "herald exited with {status}:\n{}",
-                    file_tail(log, 40)
-                );
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "herald did not stop after SIGTERM"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
 
 async fn list(c: &mut C2s) -> (Vec<String>, Vec<String>) {
     let l = command(c, HERALD, "push-list", None, None, None).await;
@@ -104,7 +40,7 @@ async fn registrations_and_rooms_survive_a_restart_and_a_kill_9_right_after_comp
     std::fs::write(&config, toml).unwrap();
     let mut alice = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
 
-    let mut herald = Process::spawn(&config, &log);
+    let mut herald = HeraldProcess::spawn(&config, &log);
     wait_until_answering(&mut alice, HERALD, T).await;
     let form = submit(&[
         ("jid", &["push.example.net"]),
@@ -112,9 +48,9 @@ async fn registrations_and_rooms_survive_a_restart_and_a_kill_9_right_after_comp
         ("secret", &["s"]),
     ]);
     note(&command(&mut alice, HERALD, "push-register", None, None, Some(&form)).await);
-    herald.terminate(&log).await;
+    herald.terminate(T).await;
 
-    let mut herald = Process::spawn(&config, &log);
+    let mut herald = HeraldProcess::spawn(&config, &log);
     wait_until_answering(&mut alice, HERALD, T).await;
     assert_eq!(
         list(&mut alice).await,
@@ -128,7 +64,7 @@ async fn registrations_and_rooms_survive_a_restart_and_a_kill_9_right_after_comp
     herald.kill9();
     assert_eq!(note(&done), "Registered push.example.net node second.");
 
-    let _herald = Process::spawn(&config, &log);
+    let _herald = HeraldProcess::spawn(&config, &log);
     wait_until_answering(&mut alice, HERALD, T).await;
     assert_eq!(
         list(&mut alice).await,

@@ -11,6 +11,7 @@
 
 use std::fmt::Display;
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -428,4 +429,81 @@ pub fn transitions(n: usize, users: usize, prefix: &str) -> Vec<(String, &'stati
             (user, presence)
         })
         .collect()
+}
+
+// ------------------------------------------------------------------------------------------------
+// The real binary
+// ------------------------------------------------------------------------------------------------
+
+/// A running `herald` binary (`CARGO_BIN_EXE_herald`, logging to a file); killed (SIGKILL) and reaped on drop, so no test leaves one behind.
+pub struct HeraldProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl HeraldProcess {
+    pub fn spawn(config: &Path, log: &Path) -> HeraldProcess {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("open the herald log");
+        // Set by cargo for integration tests (the benchmarks that include this file never spawn it).
+        let Some(binary) = option_env!("CARGO_BIN_EXE_herald") else {
+            panic!("only integration tests, which cargo builds the herald binary for, spawn it");
+        };
+        let child = Command::new(binary)
+            .arg("--config")
+            .arg(config)
+            .env("RUST_LOG", "info,herald=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("spawn herald");
+        HeraldProcess {
+            child,
+            log: log.to_owned(),
+        }
+    }
+
+    /// SIGKILL, then reap.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("SIGKILL herald");
+        self.child.wait().expect("reap herald");
+    }
+
+    /// SIGTERM, then waits (up to `within`) for a successful exit.
+    pub async fn terminate(&mut self, within: Duration) {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill -TERM");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                assert!(
+                    status.success(),
+                    "herald exited with {status} after SIGTERM:\n{}",
+                    file_tail(&self.log, 80)
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "herald did not exit within {within:?} of SIGTERM"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for HeraldProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

@@ -20,8 +20,8 @@
 //! **Cost.** The whole table is copied by the presence owner between two commits (see
 //! [`crate::presence::query`]): tens of milliseconds for 100 000 resources, during which the
 //! pipeline waits. So that polling clients cannot take the pipeline's time, a copy is made at
-//! most once per [`COPY_SPACING`] × the last copy's duration (at most 1/20 of the presence
-//! owner's time); a request in between gets the previous answer, rendered once and shared.
+//! most once per [`COPY_SPACING`] × the last copy's duration as the owner measured it (at most
+//! 1/20 of the presence owner's time; time spent waiting in its queue is not counted); a request in between gets the previous answer, rendered once and shared.
 //! Such an answer is older, never inconsistent: its `seq` says exactly which events it
 //! reflects, so the combination above stays exact. With a small table the spacing is a
 //! fraction of a millisecond and every answer is fresh. The JSON is rendered off the async
@@ -69,17 +69,15 @@ impl TableCache {
         if let Some(r) = last.as_ref().filter(|r| Instant::now() < r.next_copy) {
             return Ok(r.clone());
         }
-        let asked = Instant::now();
         let view = ctx.presence.table().await?;
-        let took = asked.elapsed();
-        let seq = view.seq;
+        let (seq, took) = (view.seq, view.copied_in);
         let chunks = tokio::task::spawn_blocking(move || render_chunks(view))
             .await
             .unwrap_or_default();
         let r = Rendered {
             seq,
             chunks: Arc::new(chunks),
-            next_copy: asked + took * COPY_SPACING,
+            next_copy: Instant::now() + took * COPY_SPACING,
         };
         *last = Some(r.clone());
         Ok(r)
@@ -198,7 +196,7 @@ pub(super) async fn table(
 
 /// The JSON of `GET /v1/presence`, [`CHUNK`] resources per chunk.
 pub fn render_chunks(view: TableView) -> Vec<Bytes> {
-    let TableView { seq, resources } = view;
+    let TableView { seq, resources, .. } = view;
     let mut chunks = Vec::with_capacity(resources.len() / CHUNK + 3);
     chunks.push(Bytes::from(format!("{{\"seq\":{seq},\"resources\":[")));
     for (n, slice) in resources.chunks(CHUNK).enumerate() {
@@ -302,6 +300,7 @@ mod tests {
             let view = TableView {
                 seq: 42,
                 resources: (0..n).map(resource).collect(),
+                copied_in: Default::default(),
             };
             let json = body_of(streamed(Arc::new(render_chunks(view)))).await;
             assert_eq!(json["seq"], 42);

@@ -33,6 +33,9 @@ pub struct ResourceView {
 pub struct TableView {
     pub seq: u64,
     pub resources: Vec<ResourceView>,
+    /// How long the presence owner took to make this copy: the time its pipeline paused for
+    /// it (the wait in its queue before that is not counted).
+    pub copied_in: std::time::Duration,
 }
 
 /// Counters of the presence owner.

@@ -439,9 +439,11 @@ impl PresenceService {
 
     /// Answers a read-handle query (only between commits: nothing is pending).
     fn answer(&mut self, query: Query) {
+        let started = std::time::Instant::now();
         let view = |resources: Vec<(String, ResourceState)>| TableView {
             seq: self.committed_seq,
             resources: resources.into_iter().map(resource_view).collect(),
+            copied_in: started.elapsed(),
         };
         match query {
             Query::User { bare, reply } => {

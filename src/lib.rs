@@ -54,6 +54,7 @@ pub mod config;
 pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod muc;
 pub mod outbox;
 pub mod presence;
 pub mod push;

@@ -9,6 +9,7 @@
 pub mod enable;
 pub mod model;
 pub mod policy;
+pub mod watchers;
 
 pub use model::{Filter, Registration, RoomMode, RoomRule, Upsert, UserPush};
 pub use policy::Refusal;

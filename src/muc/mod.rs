@@ -1,0 +1,8 @@
+//! Rooms (XEP-0045) herald joins as an occupant so that it sees the group chats users asked it
+//! to push: which rooms, who is in them, and the messages they carry.
+//!
+//! - [`model`]: occupants and what the rooms owner hands the push owner per message.
+
+pub mod model;
+
+pub use model::{Occupant, Occupants, Role, RoomMessage};

@@ -8,6 +8,8 @@
 //! itself. The fields kept follow what [`Element`] would give for them: the first `<show/>`,
 //! `<status/>` and `<priority/>` child in the stanza namespace, each with its direct text; the
 //! presence of a `<delay xmlns='urn:xmpp:delay'/>` and of a MUC `<x xmlns='…muc#user'/>` child.
+//! A MUC presence or a presence error also keeps what the rooms read of it
+//! ([`super::muc_presence`]).
 //! Other children (caps, vCard updates…) and anything nested deeper are skipped.
 //!
 //! Other elements are built without recursion, and never deeper than
@@ -19,6 +21,7 @@ use xso::error::{Error, FromEventsError};
 use xso::{Context, FromEventsBuilder, FromXml};
 
 use super::limits::{self, MAX_DEPTH};
+use super::muc_presence::{MucCollector, MucDetails};
 use super::reader::{NS_REJECTED, REJECTED_ATTR};
 use super::stanza::{self, NS_COMPONENT, NS_DELAY, NS_MUC_USER};
 
@@ -45,6 +48,9 @@ pub struct PresenceStanza {
     pub delayed: bool,
     /// Carries `<x xmlns='http://jabber.org/protocol/muc#user'/>` (a MUC occupant presence).
     pub muc_user: bool,
+    /// What the rooms read: the muc#user item, status codes and `<destroy/>`, and the
+    /// `<error/>` of a `type='error'` presence; `None` for a presence with neither.
+    pub muc: Option<Box<MucDetails>>,
 }
 
 /// A stanza skipped for being over a limit: what its start tag said, when that tag was itself
@@ -291,6 +297,9 @@ pub struct PresenceBuilder {
     /// The child (at depth 1) whose text is being collected.
     field: Option<Field>,
     text: String,
+    /// Reads the muc#user `<x/>` and the `<error/>` of a presence error.
+    muc: MucCollector,
+    is_error: bool,
 }
 
 impl PresenceBuilder {
@@ -325,45 +334,65 @@ impl PresenceBuilder {
                 limit: limits::by_name(&limit).unwrap_or(limits::MALFORMED),
             }));
         }
+        let is_error = stanza.kind.as_deref() == Some("error");
         Ok(PresenceBuilder {
             stanza,
             depth: 0,
             field: None,
             text: String::new(),
+            muc: MucCollector::default(),
+            is_error,
         })
     }
 
     /// `Some` once the presence's end tag has been fed.
     fn feed(&mut self, ev: rxml::Event) -> Option<PresenceStanza> {
         match ev {
-            rxml::Event::StartElement(_, (ns, name), _) => {
+            rxml::Event::StartElement(_, (ns, name), attrs) => {
                 self.depth += 1;
-                if self.depth == 1 {
-                    let s = &mut self.stanza;
-                    if ns == NS_COMPONENT {
-                        self.field = match name.as_str() {
-                            "show" if s.show.is_none() => Some(Field::Show),
-                            "status" if s.status.is_none() => Some(Field::Status),
-                            "priority" if s.priority.is_none() => Some(Field::Priority),
-                            _ => None,
-                        };
-                    } else if ns == NS_DELAY && name.as_str() == "delay" {
-                        s.delayed = true;
-                    } else if ns == NS_MUC_USER && name.as_str() == "x" {
-                        s.muc_user = true;
+                if self.depth > 1 {
+                    if self.muc.active() {
+                        self.muc.start(self.depth, &ns, name.as_str(), attrs, false);
                     }
+                    return None;
+                }
+                // Only a MUC presence or a presence error has anything for the rooms.
+                if (self.is_error || ns == NS_MUC_USER)
+                    && self.muc.start(1, &ns, name.as_str(), attrs, self.is_error)
+                {
+                    self.stanza.muc_user = true;
+                }
+                if self.muc.active() {
+                    return None;
+                }
+                let s = &mut self.stanza;
+                if ns == NS_COMPONENT {
+                    self.field = match name.as_str() {
+                        "show" if s.show.is_none() => Some(Field::Show),
+                        "status" if s.status.is_none() => Some(Field::Status),
+                        "priority" if s.priority.is_none() => Some(Field::Priority),
+                        _ => None,
+                    };
+                } else if ns == NS_DELAY && name.as_str() == "delay" {
+                    s.delayed = true;
                 }
                 None
             }
             rxml::Event::Text(_, text) => {
                 if self.depth == 1 && self.field.is_some() {
                     self.text.push_str(&text);
+                } else if self.muc.active() {
+                    self.muc.text(&text);
                 }
                 None
             }
             rxml::Event::EndElement(_) => {
                 if self.depth == 0 {
+                    self.stanza.muc = self.muc.finish();
                     return Some(std::mem::take(&mut self.stanza));
+                }
+                if self.muc.active() {
+                    self.muc.end(self.depth);
                 }
                 if self.depth == 1 {
                     if let Some(field) = self.field.take() {
@@ -422,6 +451,7 @@ pub(crate) mod tests {
                 priority: Some(" -5 ".into()),
                 delayed: true,
                 muc_user: false,
+                muc: None,
             }
         );
     }

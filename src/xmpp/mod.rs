@@ -10,6 +10,7 @@ pub mod inbound;
 pub mod iq_handlers;
 pub mod iq_tracker;
 pub mod limits;
+pub mod muc_presence;
 pub mod reader;
 pub mod router;
 pub mod routes;

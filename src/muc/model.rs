@@ -76,6 +76,11 @@ impl Occupants {
         self.by_nick.len()
     }
 
+    /// Forgets every occupant (herald left the room, or rejoins it).
+    pub fn clear(&mut self) {
+        self.by_nick.clear();
+    }
+
     pub fn is_empty(&self) -> bool {
         self.by_nick.is_empty()
     }

@@ -20,6 +20,8 @@ use crate::push::UserPush;
 
 const TREE_PUSH: &str = "push_users";
 const RECORD_VERSION: u8 = 1;
+/// Change notifications a slow subscriber may fall behind by before it is told it lagged.
+pub const CHANGES_CAPACITY: usize = 1024;
 
 /// Rooms watched by anyone, and by how many users.
 #[derive(Debug, Default, Clone)]
@@ -78,6 +80,8 @@ pub struct PushStore {
     written: Arc<AtomicU64>,
     /// The highest write number known to be on disk; held while a flush runs.
     flushed: Arc<tokio::sync::Mutex<u64>>,
+    /// The user of each change, once it is on disk ([`PushStore::subscribe`]).
+    changes: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Store {
@@ -100,6 +104,7 @@ impl Store {
             write_faults: Arc::new(AtomicUsize::new(0)),
             written: Arc::new(AtomicU64::new(0)),
             flushed: Arc::new(tokio::sync::Mutex::new(0)),
+            changes: tokio::sync::broadcast::channel(CHANGES_CAPACITY).0,
         })
     }
 }
@@ -145,14 +150,14 @@ impl PushStore {
         user: &str,
         change: impl FnOnce(&mut UserPush, &RoomIndex) -> Result<T, E>,
     ) -> Result<Result<T, E>, StoreError> {
-        let (outcome, mine) = {
+        let (outcome, mine, changed) = {
             let mut index = self.index.lock().unwrap_or_else(|p| p.into_inner());
             let old = self.get(user)?;
             let mut new = old.clone();
             match change(&mut new, &index) {
                 Err(e) => return Ok(Err(e)),
                 // Nothing to write; an earlier write it may have read still has to be durable.
-                Ok(t) if new == old => (Ok(t), self.written.load(Ordering::SeqCst)),
+                Ok(t) if new == old => (Ok(t), self.written.load(Ordering::SeqCst), false),
                 Ok(t) => {
                     if take_fault(&self.write_faults) {
                         return Err(StoreError::Sled(sled::Error::Io(std::io::Error::other(
@@ -166,12 +171,23 @@ impl PushStore {
                     }
                     index.remove(&old);
                     index.add(&new);
-                    (Ok(t), self.written.fetch_add(1, Ordering::SeqCst) + 1)
+                    (Ok(t), self.written.fetch_add(1, Ordering::SeqCst) + 1, true)
                 }
             }
         };
         self.flush_up_to(mine).await?;
+        if changed {
+            // Nobody listening is fine.
+            let _ = self.changes.send(user.to_owned());
+        }
         Ok(outcome)
+    }
+
+    /// The bare JID of every user whose record changed, sent once the change is on disk (a
+    /// refused or empty change sends nothing). A subscriber that falls more than
+    /// [`CHANGES_CAPACITY`] behind gets `Lagged` and should re-read [`PushStore::users`].
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.changes.subscribe()
     }
 
     /// Returns once write number `mine` is on disk, flushing if no flush covered it yet.
@@ -311,6 +327,31 @@ mod tests {
         .unwrap();
         assert_eq!(p.stats().rooms, 0);
         assert_eq!(p.users().count(), 0, "empty records are removed");
+    }
+
+    #[tokio::test]
+    async fn subscribers_hear_of_each_written_change_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path());
+        let p = s.push_store().unwrap();
+        let mut changes = p.subscribe();
+        p.update("a@x", |u, _| Ok::<_, ()>(u.set_room(room("r@m"))))
+            .await
+            .unwrap()
+            .unwrap();
+        // The same rule again writes nothing; a refusal neither.
+        p.update("a@x", |u, _| Ok::<_, ()>(u.set_room(room("r@m"))))
+            .await
+            .unwrap()
+            .unwrap();
+        let _ = p.update("a@x", |_, _| Err::<(), _>("no")).await.unwrap();
+        p.update("b@x", |u, _| Ok::<_, ()>(u.set_room(room("r@m"))))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(changes.try_recv().unwrap(), "a@x");
+        assert_eq!(changes.try_recv().unwrap(), "b@x");
+        assert!(changes.try_recv().is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -100,6 +100,27 @@ pub const STORE_SIZE: MetricName = metric(
     "Size of herald's store directory on disk",
 );
 
+/// Gauge of rooms herald is in.
+pub const ROOMS_JOINED: MetricName = metric(
+    "herald_rooms_joined",
+    "Watched rooms herald is currently an occupant of",
+);
+/// Gauge of rooms herald cannot join (retrying or gone).
+pub const ROOMS_FAILING: MetricName = metric(
+    "herald_rooms_failing",
+    "Watched rooms herald cannot join: refused and retrying, or gone",
+);
+/// Counter of join attempts.
+pub const ROOM_JOINS: MetricName = metric(
+    "herald_room_joins",
+    "Join presences herald sent to rooms (first joins and rejoins)",
+);
+/// Counter of join attempts of rooms herald had been in before.
+pub const ROOM_REJOINS: MetricName = metric(
+    "herald_room_rejoins",
+    "Join presences sent to a room herald had been in before (after a reconnect, a kick or a removal)",
+);
+
 /// Every metric herald exposes (the README lists them, a test checks each is exposed).
 pub const ALL: &[MetricName] = &[
     CONNECTION_UP,
@@ -115,6 +136,10 @@ pub const ALL: &[MetricName] = &[
     SINK_BACKLOG,
     SINK_OLDEST_AGE,
     STORE_SIZE,
+    ROOMS_JOINED,
+    ROOMS_FAILING,
+    ROOM_JOINS,
+    ROOM_REJOINS,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -176,6 +201,15 @@ pub struct SinkMetrics {
     pub dead_lettered: Counter,
 }
 
+/// The rooms owner's counts. The default one counts into nothing that is exposed.
+#[derive(Clone, Debug, Default)]
+pub struct RoomsMetrics {
+    pub joined: Gauge,
+    pub failing: Gauge,
+    pub joins: Counter,
+    pub rejoins: Counter,
+}
+
 /// The registry and every metric in it; cloning shares them.
 #[derive(Clone)]
 pub struct Metrics {
@@ -185,6 +219,7 @@ pub struct Metrics {
 struct Inner {
     registry: Registry,
     presence: PresenceMetrics,
+    rooms: RoomsMetrics,
     sink_queued: Family<SinkLabels, Counter>,
     sink_delivered: Family<SinkLabels, Counter>,
     sink_retries: Family<SinkLabels, Counter>,
@@ -248,10 +283,16 @@ impl Metrics {
         reg!(SINK_BACKLOG, g.sink_backlog.clone());
         reg!(SINK_OLDEST_AGE, g.sink_oldest_age.clone());
         reg!(STORE_SIZE, g.store_size.clone());
+        let rooms = RoomsMetrics::default();
+        reg!(ROOMS_JOINED, rooms.joined.clone());
+        reg!(ROOMS_FAILING, rooms.failing.clone());
+        reg!(ROOM_JOINS, rooms.joins.clone());
+        reg!(ROOM_REJOINS, rooms.rejoins.clone());
         Metrics {
             inner: Arc::new(Inner {
                 registry,
                 presence,
+                rooms,
                 sink_queued,
                 sink_delivered,
                 sink_retries,
@@ -264,6 +305,11 @@ impl Metrics {
     /// The presence owner's counters.
     pub fn presence(&self) -> PresenceMetrics {
         self.inner.presence.clone()
+    }
+
+    /// The rooms owner's counts.
+    pub fn rooms(&self) -> RoomsMetrics {
+        self.inner.rooms.clone()
     }
 
     /// The counters of the sink named `name` (they show, at 0, from this call on).

@@ -1,0 +1,526 @@
+//! The rooms owner: one task that keeps herald in every room somebody watches, and hands each
+//! groupchat message of a joined room to the push owner with the room's occupants and watchers.
+//!
+//! - Which rooms: those with a [`Watcher`](crate::push::watchers::Watcher), learnt from the push
+//!   store at start and from its change notifications (all re-read when they lag).
+//! - A join first asks the room's `disco#info` (so herald never creates a room), then sends the
+//!   join presence; at most [`MAX_JOINS_IN_FLIGHT`] at once, each answered within
+//!   [`JOIN_TIMEOUT`] or retried with backoff. After each login every room is joined again,
+//!   spread over [`REJOIN_SPREAD`]; while the link is down no room counts as joined.
+//! - Who decides what is pushed is the push owner: this task only forwards messages.
+//! - At shutdown it leaves every room it joined, and waits (briefly) until the server has
+//!   handled the leaves, so that no ghost occupant stays behind.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use super::index::WatchIndex;
+use super::join::{self, Probe, Refused, Wait};
+use super::room::{self as occupancy, Change, Removal};
+use super::rooms::{Phase, Publisher, Room};
+use super::view::RoomsView;
+use super::RoomMessage;
+use crate::metrics::RoomsMetrics;
+use crate::store::PushStore;
+use crate::xmpp::inbound::PresenceStanza;
+use crate::xmpp::routes::{LinkStatus, RoomInbound};
+use crate::xmpp::{IqError, Lane, XmppHandle};
+
+/// Joins (disco#info asked or join presence sent, not answered yet) at once.
+pub const MAX_JOINS_IN_FLIGHT: usize = 16;
+/// How long a room has to answer the `disco#info` and then the join.
+pub const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Rejoins after a login are spread over this long.
+pub const REJOIN_SPREAD: Duration = Duration::from_secs(3);
+/// How long the shutdown waits for the server to have handled the leaves.
+pub const LEAVE_DEADLINE: Duration = Duration::from_secs(2);
+
+/// What the rooms owner works with.
+pub struct RoomsContext {
+    pub handle: XmppHandle,
+    pub store: PushStore,
+    /// herald's JID, the `from` of its joins.
+    pub jid: String,
+    /// `[push] room_nick`.
+    pub nick: String,
+    /// To the push owner.
+    pub messages: mpsc::Sender<RoomMessage>,
+    pub metrics: RoomsMetrics,
+}
+
+/// Starts the rooms owner. It runs until `stop` is cancelled, then leaves every room; the
+/// handle completes once the leaves are handled (or [`LEAVE_DEADLINE`] passed).
+pub fn spawn(
+    ctx: RoomsContext,
+    inbox: mpsc::Receiver<RoomInbound>,
+    status: watch::Receiver<LinkStatus>,
+    stop: CancellationToken,
+) -> (RoomsView, JoinHandle<()>) {
+    let (tx, view) = RoomsView::channel();
+    let publisher = Publisher {
+        tx,
+        metrics: ctx.metrics.clone(),
+    };
+    let owner = Owner {
+        ctx,
+        publisher,
+        index: WatchIndex::default(),
+        rooms: BTreeMap::new(),
+        in_flight: 0,
+        link_up: false,
+        epoch: None,
+        probes: JoinSet::new(),
+        reschedule: true,
+        wake: None,
+    };
+    let task = tokio::spawn(owner.run(inbox, status, stop));
+    (view, task)
+}
+
+type ProbeDone = (String, u64, Option<Probe>);
+
+struct Owner {
+    ctx: RoomsContext,
+    publisher: Publisher,
+    index: WatchIndex,
+    rooms: BTreeMap<String, Room>,
+    in_flight: usize,
+    link_up: bool,
+    /// The login the rooms were joined on.
+    epoch: Option<u64>,
+    /// `None` outcome: the connection was lost first.
+    probes: JoinSet<ProbeDone>,
+    /// The rooms' timers and slots must be looked at again.
+    reschedule: bool,
+    wake: Option<Instant>,
+}
+
+impl Owner {
+    #[tracing::instrument(name = "rooms", skip_all)]
+    async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<RoomInbound>,
+        mut status: watch::Receiver<LinkStatus>,
+        stop: CancellationToken,
+    ) {
+        // Subscribed before reading the records, so that no change falls in between.
+        let mut changes = self.ctx.store.subscribe();
+        self.rebuild().await;
+        let first = *status.borrow_and_update();
+        self.on_link(first);
+        let (mut inbox_open, mut status_open, mut changes_open) = (true, true, true);
+        loop {
+            if self.reschedule {
+                self.schedule().await;
+            }
+            let wake = self.wake;
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => break,
+                r = status.changed(), if status_open => match r {
+                    Ok(()) => {
+                        let s = *status.borrow_and_update();
+                        self.on_link(s);
+                    }
+                    Err(_) => status_open = false,
+                },
+                r = changes.recv(), if changes_open => match r {
+                    Ok(user) => self.on_user(&user).await,
+                    Err(RecvError::Lagged(n)) => {
+                        debug!(missed = n, "push changes lagged; re-reading every user");
+                        self.rebuild().await;
+                    }
+                    Err(RecvError::Closed) => changes_open = false,
+                },
+                Some(done) = self.probes.join_next(), if !self.probes.is_empty() => {
+                    if let Ok(done) = done {
+                        self.on_probe(done).await;
+                    }
+                }
+                m = inbox.recv(), if inbox_open => match m {
+                    Some(RoomInbound::Presence(p)) => self.on_presence(p).await,
+                    Some(RoomInbound::Groupchat(el)) => self.on_groupchat(el).await,
+                    None => inbox_open = false,
+                },
+                _ = sleep_until(wake), if wake.is_some() => self.reschedule = true,
+            }
+        }
+        self.leave_all().await;
+    }
+
+    fn publish(&self, name: &str) {
+        self.publisher
+            .publish(name, self.rooms.get(name), self.link_up);
+    }
+
+    /// Re-reads every user's watchers.
+    async fn rebuild(&mut self) {
+        self.index = WatchIndex::build(self.ctx.store.users());
+        let names: BTreeSet<String> = self
+            .index
+            .rooms()
+            .map(|(r, _)| r.clone())
+            .chain(self.rooms.keys().cloned())
+            .collect();
+        self.reconcile(names).await;
+    }
+
+    async fn on_user(&mut self, user: &str) {
+        match self.ctx.store.get(user) {
+            Ok(push) => {
+                let changed = self.index.set_user(user, &push);
+                self.reconcile(changed.into_iter().collect()).await;
+            }
+            Err(e) => {
+                warn!(user, error = %e, "cannot read a user's push record; their rooms are unchanged")
+            }
+        }
+    }
+
+    /// Joins rooms newly watched, leaves rooms nobody watches any more.
+    async fn reconcile(&mut self, names: BTreeSet<String>) {
+        for name in names {
+            match (
+                self.index.watchers(&name).cloned(),
+                self.rooms.get_mut(&name),
+            ) {
+                (Some(w), Some(room)) => room.watchers = w,
+                (Some(w), None) => {
+                    debug!(room = %name, "room watched; joining it");
+                    self.rooms
+                        .insert(name.clone(), Room::new(w, &self.ctx.nick));
+                    self.reschedule = true;
+                }
+                (None, Some(room)) => {
+                    if room.phase.sent_join() {
+                        let leave = join::leave_stanza(&self.ctx.jid, &name, &room.nick);
+                        let _ = self.ctx.handle.send(Lane::Priority, &leave).await;
+                    }
+                    room.set_phase(&mut self.in_flight, Phase::Left);
+                    self.rooms.remove(&name);
+                    info!(room = %name, "nobody watches the room any more; left it");
+                    self.reschedule = true;
+                }
+                (None, None) => {}
+            }
+            self.publish(&name);
+        }
+    }
+
+    fn on_link(&mut self, s: LinkStatus) {
+        let epoch = match s {
+            LinkStatus::Up { epoch } => Some(epoch),
+            LinkStatus::Down => None,
+        };
+        if epoch == self.epoch {
+            return;
+        }
+        self.epoch = epoch;
+        self.link_up = epoch.is_some();
+        let now = Instant::now();
+        let spread = REJOIN_SPREAD.as_millis() as u64;
+        for room in self.rooms.values_mut() {
+            // A join sent on an earlier connection is void: join again.
+            if room.phase.in_flight() || room.phase == Phase::Joined {
+                room.set_phase(&mut self.in_flight, Phase::Waiting);
+                std::sync::Arc::make_mut(&mut room.occupants).clear();
+            }
+            if self.link_up && room.phase == Phase::Waiting {
+                let jitter = rand::thread_rng().gen_range(0..=spread);
+                room.next_at = Some(now + Duration::from_millis(jitter));
+            }
+        }
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            self.publish(&name);
+        }
+        self.reschedule = true;
+    }
+
+    /// Times out late joins, starts due ones within the cap, and sets the next wake-up.
+    async fn schedule(&mut self) {
+        self.reschedule = false;
+        let now = Instant::now();
+        let mut wake: Option<Instant> = None;
+        let mut due = Vec::new();
+        let mut timed_out = Vec::new();
+        for (name, room) in &self.rooms {
+            let at = match room.phase {
+                Phase::Joining { deadline } if deadline <= now => {
+                    timed_out.push(name.clone());
+                    continue;
+                }
+                Phase::Joining { deadline } => deadline,
+                Phase::Waiting | Phase::Retrying if self.link_up => match room.next_at {
+                    Some(t) if t > now => t,
+                    _ => {
+                        due.push(name.clone());
+                        continue;
+                    }
+                },
+                _ => continue,
+            };
+            wake = Some(wake.map_or(at, |w| w.min(at)));
+        }
+        for name in timed_out {
+            let reason = format!("no answer to the join within {}s", JOIN_TIMEOUT.as_secs());
+            self.refuse(&name, Wait::Join, reason);
+        }
+        for name in due {
+            if self.in_flight >= MAX_JOINS_IN_FLIGHT {
+                break;
+            }
+            self.start_probe(&name);
+        }
+        self.wake = wake;
+    }
+
+    fn start_probe(&mut self, name: &str) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        room.attempt += 1;
+        room.set_phase(&mut self.in_flight, Phase::Probing);
+        let (handle, attempt, name) = (self.ctx.handle.clone(), room.attempt, name.to_owned());
+        let iq = join::disco_info(&self.ctx.jid, &name);
+        self.probes.spawn(async move {
+            let outcome = match handle.request(Lane::Priority, iq).await {
+                Err(_) => None,
+                Ok(answer) => match tokio::time::timeout(JOIN_TIMEOUT, answer).await {
+                    Err(_) => Some(Probe::Retry(format!(
+                        "no answer to disco#info within {}s",
+                        JOIN_TIMEOUT.as_secs()
+                    ))),
+                    Ok(Ok(_)) => Some(Probe::Join),
+                    Ok(Err(IqError::Stanza(e))) => Some(join::classify_probe_error(&e.condition)),
+                    Ok(Err(_)) => None,
+                },
+            };
+            (name, attempt, outcome)
+        });
+    }
+
+    async fn on_probe(&mut self, (name, attempt, outcome): ProbeDone) {
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return;
+        };
+        if room.phase != Phase::Probing || room.attempt != attempt {
+            return;
+        }
+        match outcome {
+            Some(Probe::Join) => {
+                let deadline = Instant::now() + JOIN_TIMEOUT;
+                room.set_phase(&mut self.in_flight, Phase::Joining { deadline });
+                std::sync::Arc::make_mut(&mut room.occupants).clear();
+                self.ctx.metrics.joins.inc();
+                if room.joined_before {
+                    self.ctx.metrics.rejoins.inc();
+                }
+                let stanza = join::join_stanza(&self.ctx.jid, &name, &room.nick);
+                let _ = self.ctx.handle.send(Lane::Priority, &stanza).await;
+            }
+            Some(Probe::Gone(reason)) => self.stop_for_good(&name, reason),
+            Some(Probe::Retry(reason)) => self.refuse(&name, Wait::Join, reason),
+            None => room.set_phase(&mut self.in_flight, Phase::Waiting),
+        }
+        self.reschedule = true;
+        self.publish(&name);
+    }
+
+    fn refuse(&mut self, name: &str, wait: Wait, reason: String) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room.retry(&mut self.in_flight, wait, reason.clone()) {
+            warn!(room = %name, %reason, "herald is not in the room; it will try again");
+        } else {
+            debug!(room = %name, %reason, "still not in the room; trying again later");
+        }
+        self.reschedule = true;
+        self.publish(name);
+    }
+
+    fn stop_for_good(&mut self, name: &str, reason: String) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if room.gone(&mut self.in_flight, reason.clone()) {
+            warn!(room = %name, %reason, "the room is gone; herald will not join it");
+        }
+        self.reschedule = true;
+        self.publish(name);
+    }
+
+    async fn on_presence(&mut self, p: PresenceStanza) {
+        let Some(from) = p.from.as_deref() else {
+            return;
+        };
+        let name = occupancy::bare(from);
+        let Some(room) = self.rooms.get_mut(&name) else {
+            debug!(from, "presence from a room herald is not in; dropped");
+            return;
+        };
+        room.last_stanza = Some(Instant::now());
+        if p.kind.as_deref() == Some("error") {
+            self.on_join_error(&name, &p);
+            return;
+        }
+        if !room.phase.sent_join() {
+            debug!(
+                from,
+                "occupant presence while herald is not joining; dropped"
+            );
+            return;
+        }
+        let occupants = std::sync::Arc::make_mut(&mut room.occupants);
+        match occupancy::apply(occupants, &room.nick, &p) {
+            Change::Occupant | Change::Ignored => {}
+            Change::SelfJoined {
+                nick,
+                created: true,
+            } => {
+                let leave = join::leave_stanza(&self.ctx.jid, &name, &nick);
+                let _ = self.ctx.handle.send(Lane::Priority, &leave).await;
+                let reason =
+                    "the room does not exist (herald's join created it; herald left it at once)";
+                self.stop_for_good(&name, reason.to_owned());
+                return;
+            }
+            Change::SelfJoined { nick, .. } => {
+                if room.phase != Phase::Joined {
+                    info!(room = %name, %nick, occupants = room.occupants.len(), "joined the room");
+                    room.joined(&mut self.in_flight, nick);
+                    self.reschedule = true;
+                }
+            }
+            Change::SelfNick(nick) => {
+                info!(room = %name, from = %room.nick, to = %nick, "herald's nick in the room changed");
+                room.nick = nick;
+            }
+            // The answer to a leave sent on an earlier join of this room.
+            Change::SelfRemoved(Removal::Left) if room.phase != Phase::Joined => {}
+            Change::SelfRemoved(removal) => {
+                let reason = removal.describe();
+                match removal {
+                    Removal::Destroyed { venue, .. } => {
+                        if let Some(v) = venue {
+                            info!(room = %name, venue = %v, "the room was destroyed; its users moved to another room");
+                        }
+                        self.stop_for_good(&name, reason);
+                    }
+                    Removal::Banned { .. } => self.refuse(&name, Wait::Banned, reason),
+                    _ => self.refuse(&name, Wait::Rejoin, reason),
+                }
+                return;
+            }
+        }
+        self.publish(&name);
+    }
+
+    fn on_join_error(&mut self, name: &str, p: &PresenceStanza) {
+        let Some(room) = self.rooms.get_mut(name) else {
+            return;
+        };
+        if !matches!(room.phase, Phase::Joining { .. }) {
+            debug!(room = %name, "presence error while not joining; dropped");
+            return;
+        }
+        let error = p.muc.as_ref().and_then(|m| m.error.as_ref());
+        let condition = error.map(|e| e.condition.as_str()).unwrap_or_default();
+        let text = error.and_then(|e| e.text.as_deref());
+        match join::classify_join_error(condition, text) {
+            Refused::NickTaken => {
+                let taken = room.nick.clone();
+                if room.next_nick(&self.ctx.nick) {
+                    info!(room = %name, %taken, next = %room.nick, "nick taken in the room; trying another");
+                    room.set_phase(&mut self.in_flight, Phase::Waiting);
+                    room.next_at = None;
+                    self.reschedule = true;
+                    self.publish(name);
+                } else {
+                    let reason = format!(
+                        "nick taken: {} to {} are all in use",
+                        self.ctx.nick,
+                        join::nick_for(&self.ctx.nick, join::MAX_NICK_ATTEMPTS - 1)
+                    );
+                    self.refuse(name, Wait::Join, reason);
+                }
+            }
+            Refused::Retry { wait, reason } => self.refuse(name, wait, reason),
+            Refused::Gone(reason) => self.stop_for_good(name, reason),
+        }
+    }
+
+    async fn on_groupchat(&mut self, el: minidom::Element) {
+        let name = el.attr("from").map(occupancy::bare).unwrap_or_default();
+        let Some(room) = self.rooms.get_mut(&name) else {
+            debug!(room = %name, "groupchat from a room herald is not in; dropped");
+            return;
+        };
+        room.last_stanza = Some(Instant::now());
+        if room.phase != Phase::Joined {
+            debug!(room = %name, "groupchat while herald is not joined; dropped");
+            return;
+        }
+        let msg = RoomMessage {
+            room: name,
+            own_nick: room.nick.clone(),
+            element: el,
+            occupants: room.occupants.clone(),
+            watchers: room.watchers.clone(),
+            at_ms: crate::push::now_ms(),
+        };
+        if self.ctx.messages.send(msg).await.is_err() {
+            debug!("the push owner has stopped; groupchat dropped");
+        }
+    }
+
+    /// Leaves every room herald sent a join to, then waits until each MUC service answered a
+    /// ping sent after the leaves (so they were handled), or [`LEAVE_DEADLINE`].
+    async fn leave_all(&mut self) {
+        let mut services = BTreeSet::new();
+        let mut left = 0;
+        for (name, room) in &mut self.rooms {
+            if room.phase.sent_join() {
+                let leave = join::leave_stanza(&self.ctx.jid, name, &room.nick);
+                if self.ctx.handle.send(Lane::Priority, &leave).await.is_ok() {
+                    left += 1;
+                }
+                if let Some((_, service)) = name.split_once('@') {
+                    services.insert(service.to_owned());
+                }
+            }
+            room.set_phase(&mut self.in_flight, Phase::Left);
+        }
+        let mut answers = JoinSet::new();
+        for service in services {
+            let ping = crate::xmpp::stanza::ping("", &self.ctx.jid, &service);
+            if let Ok(answer) = self.ctx.handle.request(Lane::Priority, ping).await {
+                answers.spawn(answer);
+            }
+        }
+        let all = async { while answers.join_next().await.is_some() {} };
+        if tokio::time::timeout(LEAVE_DEADLINE, all).await.is_err() {
+            debug!("a MUC service did not answer before the shutdown went on");
+        }
+        let names: Vec<String> = self.rooms.keys().cloned().collect();
+        for name in names {
+            self.publish(&name);
+        }
+        info!(rooms = left, "left the rooms");
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

@@ -2,14 +2,16 @@
 //! whole component in-process.
 //!
 //! The owners: the connection (transport), the presence service (on a thread of its own), one
-//! delivery worker per sink, the IQ handlers (registered by namespace), and the rooms and
-//! messages owners (they drop what they get until herald acts on group chats).
+//! delivery worker per sink, the IQ handlers (registered by namespace), the rooms owner (it
+//! joins the watched rooms and hands their messages on) and the messages owner (it drops what it
+//! gets).
 //!
 //! Shutdown order: the connection stops dispatching inbound traffic and drops its presence
 //! sender; the presence service drains what it already received, persists the resulting events
 //! into the outbox and flushes the store; the delivery workers send what is queued while
-//! deliveries succeed (what they cannot deliver stays in the outbox); then the connection writes
-//! what is still queued and closes the stream.
+//! deliveries succeed (what they cannot deliver stays in the outbox); the rooms owner leaves every
+//! room (no ghost occupant stays behind); then the connection writes what is still queued and
+//! closes the stream.
 
 use std::future::Future;
 use std::time::Duration;
@@ -23,6 +25,7 @@ use crate::config::Settings;
 use crate::events::fanout::Fanout;
 use crate::http::HttpContext;
 use crate::metrics::Metrics;
+use crate::muc::{RoomMessage, RoomsContext, RoomsView};
 use crate::outbox::worker::{self, Lane, Policy};
 use crate::presence::query::PresenceReader;
 use crate::presence::service::{PresenceContext, PresenceService};
@@ -35,6 +38,15 @@ use crate::xmpp::routes::{self, LinkStatus, PresenceInbound, Routes};
 use crate::xmpp::{IqTracker, XmppHandle};
 /// How long each shutdown stage may take before herald stops waiting for it.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
+/// Capacity of the rooms → push queue, in messages (the rooms owner waits when it is full).
+const ROOM_MESSAGES_CAPACITY: usize = 256;
+
+/// Takes the rooms' messages until the push owner does: logs and drops them.
+async fn drop_room_messages(mut messages: mpsc::Receiver<RoomMessage>) {
+    while let Some(m) = messages.recv().await {
+        tracing::debug!(room = %m.room, watchers = m.watchers.len(), "groupchat message; no push owner acts on it yet");
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -82,6 +94,8 @@ pub struct Observers {
     pub presence: PresenceReader,
     /// The connection status.
     pub status: tokio::sync::watch::Receiver<LinkStatus>,
+    /// Each watched room's state.
+    pub rooms: RoomsView,
     /// Where the HTTP listener is bound (`None`: `http.listen = ""`).
     pub http: Option<std::net::SocketAddr>,
     /// The store, for fault injection in tests ([`Store::fail_next_queue_writes`]).
@@ -172,8 +186,25 @@ pub async fn run_with(
     )?;
     let _ = push.presence.set(reader.clone());
     let presence = spawn_presence_thread(service, inboxes.presence).map_err(RunError::Thread)?;
-    // Group chats and other messages: nobody acts on them yet.
-    let rooms = tokio::spawn(routes::discard(inboxes.rooms, "rooms"));
+    let (room_messages, room_messages_rx) = mpsc::channel(ROOM_MESSAGES_CAPACITY);
+    // replaced by the push owner
+    let push_owner = tokio::spawn(drop_room_messages(room_messages_rx));
+    let rooms_stop = CancellationToken::new();
+    let (rooms_view, mut rooms) = crate::muc::spawn(
+        RoomsContext {
+            handle: handle.clone(),
+            store: push.push.store().clone(),
+            jid: jid.clone(),
+            nick: settings.push.room_nick.clone(),
+            messages: room_messages,
+            metrics: metrics.rooms(),
+        },
+        inboxes.rooms,
+        inboxes.status.clone(),
+        rooms_stop.clone(),
+    );
+    let _ = push.rooms.set(rooms_view.clone());
+    // Other messages: nobody acts on them yet.
     let messages = tokio::spawn(routes::discard(inboxes.messages, "messages"));
     let http_stopping = CancellationToken::new();
     let http_stop = CancellationToken::new();
@@ -198,6 +229,7 @@ pub async fn run_with(
     started(Observers {
         presence: reader,
         status: inboxes.status,
+        rooms: rooms_view,
         http: http_addr,
         store: store.clone(),
     });
@@ -238,6 +270,15 @@ pub async fn run_with(
         warn!("delivery workers did not finish within the shutdown deadline; undelivered events stay in the outbox");
         workers.abort_all();
     }
+    // The leaves must be written before the stream closes.
+    rooms_stop.cancel();
+    if tokio::time::timeout(STAGE_DEADLINE, &mut rooms)
+        .await
+        .is_err()
+    {
+        warn!("the rooms owner did not leave the rooms within the shutdown deadline");
+        rooms.abort();
+    }
     close.cancel();
     let conn_result = match early {
         Some(r) => r,
@@ -250,7 +291,7 @@ pub async fn run_with(
             }
         },
     };
-    rooms.abort();
+    push_owner.abort();
     messages.abort();
     http_stop.cancel();
     if let Some(mut http) = http {

@@ -162,6 +162,7 @@ pub fn install(
         push: push.clone(),
         store: store.clone(),
         presence: std::sync::OnceLock::new(),
+        rooms: std::sync::OnceLock::new(),
     });
     let served = settings.push.clone();
     let mut registry = Commands::new(

@@ -109,7 +109,7 @@ async fn remove(ctx: &Ctx, user: &str, chosen: &[String]) -> Result<Reply, Comma
             )
             .await?;
     }
-    let (_, results) = push_list::tables(&ctx.push.get(user)?, user);
+    let (_, results) = push_list::tables(&ctx.push.get(user)?, user, ctx.rooms.get());
     Ok(Reply::Done {
         note: Note::info(format!(
             "Removed {gone} registration(s) and {} room rule(s) of {user}.",

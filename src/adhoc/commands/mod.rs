@@ -18,6 +18,7 @@ pub mod push_unregister;
 
 use std::sync::{Arc, OnceLock};
 
+use crate::muc::RoomsView;
 use crate::presence::query::PresenceReader;
 use crate::push::{Push, UserPush};
 use crate::store::Store;
@@ -31,6 +32,8 @@ pub struct Ctx {
     pub store: Store,
     /// Set once the presence service runs (`admin-stats` reads the online count).
     pub presence: OnceLock<PresenceReader>,
+    /// Set once the rooms owner runs (`push-list` shows each room's state).
+    pub rooms: OnceLock<RoomsView>,
 }
 
 /// Registers every command on `commands`.
@@ -76,13 +79,27 @@ pub fn reg_rows(u: &UserPush) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// The rooms table: the user's rules, then each registration's own filter rules.
+/// The rooms table: the user's rules, then each registration's own filter rules; `state` is
+/// herald's state in the room (filled in by [`with_states`]).
 pub const ROOM_COLUMNS: &[(&str, &str)] = &[
     ("room", "Room"),
     ("nick", "Nick"),
     ("mode", "Mode"),
     ("registration", "Only for"),
+    ("state", "herald in the room"),
 ];
+
+/// Fills the `state` column of `rows` ([`room_rows`]) from `rooms`: `joined`, `retrying: why`…
+/// A room rule with mode `never` is not watched and shows none.
+pub fn with_states(rows: &mut [Vec<String>], rooms: &RoomsView) {
+    for row in rows {
+        let state = rooms
+            .status(&row[0])
+            .map(|s| s.describe())
+            .unwrap_or_default();
+        row[4] = state;
+    }
+}
 
 pub fn room_rows(u: &UserPush) -> Vec<Vec<String>> {
     let own = u.rooms.iter().map(|r| (r, String::new()));
@@ -97,6 +114,7 @@ pub fn room_rows(u: &UserPush) -> Vec<Vec<String>> {
                 r.nick.clone(),
                 r.mode.as_str().to_owned(),
                 only,
+                String::new(),
             ]
         })
         .collect()

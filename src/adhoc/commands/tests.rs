@@ -46,6 +46,7 @@ pub(super) fn env() -> Env {
         push: Push::new(s.clone(), store.push_store().unwrap()),
         store,
         presence: OnceLock::new(),
+        rooms: OnceLock::new(),
     });
     let mut commands = Commands::new(
         "herald.example.org",

@@ -44,7 +44,8 @@ const ROOM_MESSAGES_CAPACITY: usize = 256;
 /// Takes the rooms' messages until the push owner does: logs and drops them.
 async fn drop_room_messages(mut messages: mpsc::Receiver<RoomMessage>) {
     while let Some(m) = messages.recv().await {
-        tracing::debug!(room = %m.room, watchers = m.watchers.len(), "groupchat message; no push owner acts on it yet");
+        let id = m.element.attr("id").unwrap_or_default();
+        tracing::debug!(room = %m.room, id, watchers = m.watchers.len(), "groupchat message; no push owner acts on it yet");
     }
 }
 

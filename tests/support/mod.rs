@@ -13,5 +13,6 @@
 pub mod adhoc;
 pub mod client;
 pub mod herald;
+pub mod muc;
 pub mod prosody;
 pub mod server_user;

@@ -60,10 +60,10 @@ enum Section {
 }
 
 #[derive(Debug, Clone, Copy)]
-enum Text {
+enum TextOf {
     ItemReason,
     DestroyReason,
-    ErrorText,
+    Error,
 }
 
 /// Collects [`MucDetails`] from the events below `<presence/>`.
@@ -73,7 +73,7 @@ pub(super) struct MucCollector {
     section: Option<Section>,
     /// The depth-2 element being read (`item`, `destroy`).
     parent: Option<&'static str>,
-    text_for: Option<Text>,
+    text_for: Option<TextOf>,
     text: String,
 }
 
@@ -144,14 +144,14 @@ impl MucCollector {
             }
             (Some(Section::MucUser), 3) if *ns == NS_MUC_USER && name == "reason" => {
                 self.text_for = match self.parent {
-                    Some("item") => Some(Text::ItemReason),
-                    Some("destroy") => Some(Text::DestroyReason),
+                    Some("item") => Some(TextOf::ItemReason),
+                    Some("destroy") => Some(TextOf::DestroyReason),
                     _ => None,
                 };
             }
             (Some(Section::Error), 2) if *ns == NS_STANZA_ERRORS => {
                 if name == "text" {
-                    self.text_for = Some(Text::ErrorText);
+                    self.text_for = Some(TextOf::Error);
                 } else if let Some(e) = self.details().error.as_mut() {
                     if e.condition.is_empty() {
                         e.condition = name.to_owned();
@@ -175,17 +175,17 @@ impl MucCollector {
             let text = Some(std::mem::take(&mut self.text));
             let d = self.details();
             match field {
-                Text::ItemReason => {
+                TextOf::ItemReason => {
                     if let Some(i) = d.item.as_mut() {
                         i.reason = text;
                     }
                 }
-                Text::DestroyReason => {
+                TextOf::DestroyReason => {
                     if let Some(x) = d.destroy.as_mut() {
                         x.reason = text;
                     }
                 }
-                Text::ErrorText => {
+                TextOf::Error => {
                     if let Some(e) = d.error.as_mut() {
                         e.text = text;
                     }

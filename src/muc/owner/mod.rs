@@ -21,15 +21,15 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod traffic;
+
 use super::index::WatchIndex;
-use super::join::{self, Probe, Refused, Wait};
-use super::room::{self as occupancy, Change, Removal};
+use super::join::{self, Probe, Wait};
 use super::rooms::{Phase, Publisher, Room};
 use super::view::RoomsView;
 use super::RoomMessage;
 use crate::metrics::RoomsMetrics;
 use crate::store::PushStore;
-use crate::xmpp::inbound::PresenceStanza;
 use crate::xmpp::routes::{LinkStatus, RoomInbound};
 use crate::xmpp::{IqError, Lane, XmppHandle};
 
@@ -356,130 +356,6 @@ impl Owner {
         }
         self.reschedule = true;
         self.publish(name);
-    }
-
-    async fn on_presence(&mut self, p: PresenceStanza) {
-        let Some(from) = p.from.as_deref() else {
-            return;
-        };
-        let name = occupancy::bare(from);
-        let Some(room) = self.rooms.get_mut(&name) else {
-            debug!(from, "presence from a room herald is not in; dropped");
-            return;
-        };
-        room.last_stanza = Some(Instant::now());
-        if p.kind.as_deref() == Some("error") {
-            self.on_join_error(&name, &p);
-            return;
-        }
-        if !room.phase.sent_join() {
-            debug!(
-                from,
-                "occupant presence while herald is not joining; dropped"
-            );
-            return;
-        }
-        let occupants = std::sync::Arc::make_mut(&mut room.occupants);
-        match occupancy::apply(occupants, &room.nick, &p) {
-            Change::Occupant | Change::Ignored => {}
-            Change::SelfJoined {
-                nick,
-                created: true,
-            } => {
-                let leave = join::leave_stanza(&self.ctx.jid, &name, &nick);
-                let _ = self.ctx.handle.send(Lane::Priority, &leave).await;
-                let reason =
-                    "the room does not exist (herald's join created it; herald left it at once)";
-                self.stop_for_good(&name, reason.to_owned());
-                return;
-            }
-            Change::SelfJoined { nick, .. } => {
-                if room.phase != Phase::Joined {
-                    info!(room = %name, %nick, occupants = room.occupants.len(), "joined the room");
-                    room.joined(&mut self.in_flight, nick);
-                    self.reschedule = true;
-                }
-            }
-            Change::SelfNick(nick) => {
-                info!(room = %name, from = %room.nick, to = %nick, "herald's nick in the room changed");
-                room.nick = nick;
-            }
-            // The answer to a leave sent on an earlier join of this room.
-            Change::SelfRemoved(Removal::Left) if room.phase != Phase::Joined => {}
-            Change::SelfRemoved(removal) => {
-                let reason = removal.describe();
-                match removal {
-                    Removal::Destroyed { venue, .. } => {
-                        if let Some(v) = venue {
-                            info!(room = %name, venue = %v, "the room was destroyed; its users moved to another room");
-                        }
-                        self.stop_for_good(&name, reason);
-                    }
-                    Removal::Banned { .. } => self.refuse(&name, Wait::Banned, reason),
-                    _ => self.refuse(&name, Wait::Rejoin, reason),
-                }
-                return;
-            }
-        }
-        self.publish(&name);
-    }
-
-    fn on_join_error(&mut self, name: &str, p: &PresenceStanza) {
-        let Some(room) = self.rooms.get_mut(name) else {
-            return;
-        };
-        if !matches!(room.phase, Phase::Joining { .. }) {
-            debug!(room = %name, "presence error while not joining; dropped");
-            return;
-        }
-        let error = p.muc.as_ref().and_then(|m| m.error.as_ref());
-        let condition = error.map(|e| e.condition.as_str()).unwrap_or_default();
-        let text = error.and_then(|e| e.text.as_deref());
-        match join::classify_join_error(condition, text) {
-            Refused::NickTaken => {
-                let taken = room.nick.clone();
-                if room.next_nick(&self.ctx.nick) {
-                    info!(room = %name, %taken, next = %room.nick, "nick taken in the room; trying another");
-                    room.set_phase(&mut self.in_flight, Phase::Waiting);
-                    room.next_at = None;
-                    self.reschedule = true;
-                    self.publish(name);
-                } else {
-                    let reason = format!(
-                        "nick taken: {} to {} are all in use",
-                        self.ctx.nick,
-                        join::nick_for(&self.ctx.nick, join::MAX_NICK_ATTEMPTS - 1)
-                    );
-                    self.refuse(name, Wait::Join, reason);
-                }
-            }
-            Refused::Retry { wait, reason } => self.refuse(name, wait, reason),
-            Refused::Gone(reason) => self.stop_for_good(name, reason),
-        }
-    }
-
-    async fn on_groupchat(&mut self, el: minidom::Element) {
-        let name = el.attr("from").map(occupancy::bare).unwrap_or_default();
-        let Some(room) = self.rooms.get_mut(&name) else {
-            debug!(room = %name, "groupchat from a room herald is not in; dropped");
-            return;
-        };
-        room.last_stanza = Some(Instant::now());
-        if room.phase != Phase::Joined {
-            debug!(room = %name, "groupchat while herald is not joined; dropped");
-            return;
-        }
-        let msg = RoomMessage {
-            room: name,
-            own_nick: room.nick.clone(),
-            element: el,
-            occupants: room.occupants.clone(),
-            watchers: room.watchers.clone(),
-            at_ms: crate::push::now_ms(),
-        };
-        if self.ctx.messages.send(msg).await.is_err() {
-            debug!("the push owner has stopped; groupchat dropped");
-        }
     }
 
     /// Leaves every room herald sent a join to, then waits until each MUC service answered a

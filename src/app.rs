@@ -2,8 +2,9 @@
 //! whole component in-process.
 //!
 //! The owners: the connection (transport), the presence service (on a thread of its own), one
-//! delivery worker per sink, the IQ handlers (registered by namespace), and the rooms and
-//! messages owners (they drop what they get until herald acts on group chats).
+//! delivery worker per sink, the IQ handlers (registered by namespace), the push owner (group-chat
+//! pushes from the rooms' messages, and app servers' remote disables from the other messages),
+//! and the rooms owner (it drops what it gets until herald joins rooms).
 //!
 //! Shutdown order: the connection stops dispatching inbound traffic and drops its presence
 //! sender; the presence service drains what it already received, persists the resulting events
@@ -87,6 +88,13 @@ pub struct Observers {
     /// The store, for fault injection in tests ([`Store::fail_next_queue_writes`]).
     #[doc(hidden)]
     pub store: Store,
+    /// The push registrations, for tests (the same handle the ad-hoc commands use).
+    #[doc(hidden)]
+    pub push: crate::push::Push,
+    /// Where group-chat messages reach the push owner, for tests (the rooms owner holds the
+    /// other end).
+    #[doc(hidden)]
+    pub room_messages: mpsc::Sender<crate::muc::RoomMessage>,
 }
 
 /// Runs herald until `shutdown` completes (then shuts down gracefully) or a fatal error occurs.
@@ -108,12 +116,13 @@ pub async fn run_with(
     )?;
     let jid = settings.component.jid.to_string();
     let mut handlers = handlers;
-    let push = crate::push::install(&mut handlers, &settings, &store)?;
+    let metrics = Metrics::new();
+    let push = crate::push::install(&mut handlers, &settings, &store, metrics.push())?;
+    let push_outbox = store.push_outbox()?;
     let iq_tracker = IqTracker::new();
     let (handle, queues) = XmppHandle::new(iq_tracker.clone(), &jid);
     let (routes, inboxes) = Routes::new(IqDispatcher::new(handlers, handle.clone()));
 
-    let metrics = Metrics::new();
     // A port that cannot be bound does not stop herald from delivering events: it runs without
     // the listener, says so, and its probes fail (nothing answers them).
     let http_listener = match settings.http.listen {
@@ -172,9 +181,27 @@ pub async fn run_with(
     )?;
     let _ = push.presence.set(reader.clone());
     let presence = spawn_presence_thread(service, inboxes.presence).map_err(RunError::Thread)?;
-    // Group chats and other messages: nobody acts on them yet.
+    // The rooms owner will hold `room_messages_tx` and hand each groupchat message of a joined
+    // room to the push owner; until it runs, the rooms' stanzas are dropped.
+    let (room_messages_tx, room_messages_rx) =
+        mpsc::channel(crate::push::owner::ROOM_MESSAGES_CAPACITY);
     let rooms = tokio::spawn(routes::discard(inboxes.rooms, "rooms"));
-    let messages = tokio::spawn(routes::discard(inboxes.messages, "messages"));
+    let push_stop = CancellationToken::new();
+    let push_owner = crate::push::owner::spawn(
+        crate::push::owner::PushOwner {
+            room_messages: room_messages_rx,
+            messages: inboxes.messages,
+            status: inboxes.status.clone(),
+            handle: handle.clone(),
+            push: push.push.clone(),
+            outbox: push_outbox,
+            presence: reader.clone(),
+            settings: settings.push.clone(),
+            jid: jid.clone(),
+            metrics: metrics.push(),
+        },
+        push_stop.clone(),
+    );
     let http_stopping = CancellationToken::new();
     let http_stop = CancellationToken::new();
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -200,6 +227,8 @@ pub async fn run_with(
         status: inboxes.status,
         http: http_addr,
         store: store.clone(),
+        push: push.push.clone(),
+        room_messages: room_messages_tx.clone(),
     });
     let reader_stop = CancellationToken::new();
     let close = CancellationToken::new();
@@ -222,6 +251,14 @@ pub async fn run_with(
     };
     info!("shutting down");
     http_stopping.cancel();
+    // Pushes not answered yet stay in the outbox for the next start.
+    push_stop.cancel();
+    if tokio::time::timeout(STAGE_DEADLINE, push_owner)
+        .await
+        .is_err()
+    {
+        warn!("the push owner did not stop within the shutdown deadline");
+    }
     reader_stop.cancel();
     if tokio::time::timeout(STAGE_DEADLINE, presence)
         .await
@@ -251,7 +288,6 @@ pub async fn run_with(
         },
     };
     rooms.abort();
-    messages.abort();
     http_stop.cancel();
     if let Some(mut http) = http {
         if tokio::time::timeout(STAGE_DEADLINE, &mut http)

@@ -15,6 +15,7 @@
 //! - [`owner`]: the task that ties them to the store, the presence table and the connection.
 
 pub mod answer;
+mod attempt;
 pub mod coalesce;
 pub mod decide;
 pub mod enable;

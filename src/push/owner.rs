@@ -22,7 +22,8 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
-use super::answer::{Attempt, Next};
+use super::answer::Next;
+use super::attempt::{attempt, TaskCtx};
 use super::coalesce::{Coalescer, Offer};
 use super::decide::{self, Verdict};
 use super::flight::{Flights, Ready};
@@ -34,7 +35,7 @@ use crate::muc::RoomMessage;
 use crate::presence::query::PresenceReader;
 use crate::store::PushOutbox;
 use crate::xmpp::routes::LinkStatus;
-use crate::xmpp::{Lane, XmppHandle};
+use crate::xmpp::XmppHandle;
 
 /// Capacity of the rooms owner → push owner channel, in messages.
 pub const ROOM_MESSAGES_CAPACITY: usize = 1024;
@@ -68,15 +69,6 @@ pub fn spawn(owner: PushOwner, cancel: CancellationToken) -> JoinHandle<()> {
 struct Ended {
     id: u64,
     next: Next,
-}
-
-/// The shared part of the publish tasks.
-struct TaskCtx {
-    handle: XmppHandle,
-    push: Push,
-    jid: String,
-    timeout: Duration,
-    metrics: PushMetrics,
 }
 
 struct State {
@@ -369,60 +361,6 @@ impl State {
             Err(e) => {
                 warn!(error = %e, user = %d.user, "push: cannot remove a remotely disabled registration")
             }
-        }
-    }
-}
-
-/// Publishes `p` once and applies the answer to its registration.
-async fn attempt(ctx: &TaskCtx, p: &PendingPush) -> Next {
-    let reg = match ctx.push.registration(&p.user, &p.reg_key) {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            debug!(user = %p.user, app = %p.app, "push: the registration is gone; push dropped");
-            return Next::Done;
-        }
-        Err(e) => {
-            warn!(error = %e, user = %p.user, "push: cannot read the registration; retrying");
-            return Next::Backoff;
-        }
-    };
-    let (iq, options_ok) =
-        publish::publish_iq(&ctx.jid, &reg.jid, &reg.node, p, reg.options.as_deref());
-    if !options_ok {
-        warn!(user = %p.user, app = %reg.jid, "push: the stored publish-options do not parse; publishing without them");
-    }
-    let answer = tokio::time::timeout(ctx.timeout, async {
-        match ctx.handle.request(Lane::Bulk, iq).await {
-            Ok(answer) => answer.await,
-            Err(e) => Err(e),
-        }
-    })
-    .await;
-    let attempt = Attempt::from_answer(answer.ok());
-    match attempt.failure() {
-        Some(kind) => ctx.metrics.failed(kind),
-        None if attempt == Attempt::Accepted => {
-            ctx.metrics.sent.inc();
-        }
-        None => {}
-    }
-    match ctx
-        .push
-        .record_attempt(&p.user, &p.reg_key, reg.errors, &attempt)
-        .await
-    {
-        Ok(r) => {
-            if let Some(gone) = r.removed {
-                info!(user = %p.user, registration = %gone.describe(), errors = gone.errors + 1, last_error = %attempt.describe(), "push: registration removed after push.max_errors errors in a row");
-                ctx.metrics.removed(RemovedBy::Errors);
-            } else if let Some(kind) = attempt.failure() {
-                debug!(user = %p.user, app = %reg.jid, kind = kind.label(), error = %attempt.describe(), "push: attempt failed");
-            }
-            r.next
-        }
-        Err(e) => {
-            warn!(error = %e, user = %p.user, "push: cannot record the answer to a push; retrying");
-            Next::Backoff
         }
     }
 }

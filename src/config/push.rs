@@ -327,3 +327,55 @@ pub(super) fn push_settings(
         max_in_flight_per_server: raw.max_in_flight_per_server,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    const MINIMAL: &str = "[component]\njid = \"herald.example.org\"\nsecret = \"s3cr3t\"\n";
+
+    fn problems(push: &str) -> Vec<(String, String)> {
+        match crate::config::load_str(&format!("{MINIMAL}[push]\n{push}")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|p| (p.key, p.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn delivery_keys_default_and_accept_a_zero_coalesce() {
+        let s = crate::config::load_str(MINIMAL).unwrap().push;
+        assert_eq!(
+            (
+                s.coalesce.as_secs(),
+                s.timeout.as_secs(),
+                s.max_age.as_secs()
+            ),
+            (2, 15, 300)
+        );
+        assert_eq!((s.max_in_flight, s.max_in_flight_per_server), (256, 32));
+        assert!(problems("coalesce = \"0s\"").is_empty());
+    }
+
+    #[test]
+    fn delivery_keys_out_of_bounds_are_reported_with_their_key() {
+        let got = problems(
+            "coalesce = \"11m\"\ntimeout = \"0s\"\nmax_age = \"25h\"\nmax_in_flight = 1\n",
+        );
+        let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "push.coalesce",
+                "push.timeout",
+                "push.max_age",
+                "push.max_in_flight"
+            ],
+            "{got:?}"
+        );
+        let got = problems("max_in_flight = 8\nmax_in_flight_per_server = 8\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "push.max_in_flight_per_server");
+        assert!(
+            got[0].1.contains("less than push.max_in_flight (8)"),
+            "{got:?}"
+        );
+    }
+}

@@ -2,171 +2,25 @@
 //! a room message handed to herald reaches the app server as a XEP-0357 publish with the
 //! summary form and the stored publish-options; errors up to `max_errors` remove the
 //! registration while `wait` keeps it; a dead app server does not hold up another one; a remote
-//! disable removes the registration; and a push not answered before a restart is published after
-//! it.
+//! disable removes the registration; a push not answered before a restart is published after
+//! it; and an occupant is pushed only as a ghost (no online resource in herald's presence table).
 
 #[path = "support/fake_server.rs"]
 mod fake_server;
 #[path = "support/herald.rs"]
 mod herald_support;
+#[path = "support/push_app.rs"]
+mod push_app;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fake_server::{Conn, FakeServer, Script, NS_COMPONENT};
-use herald::app::Observers;
-use herald::muc::{Occupants, RoomMessage};
-use herald::push::watchers::watchers_of;
-use herald::push::{Registration, RoomMode, RoomRule};
-use herald_support::{Config, Herald, JID, SECRET};
+use fake_server::{FakeServer, Script};
+use herald::muc::Occupants;
+use herald::push::Registration;
+use herald_support::{JID, SECRET};
 use minidom::Element;
-
-const EVENTUALLY: Duration = Duration::from_secs(10);
-const QUIET: Duration = Duration::from_millis(400);
-const ROOM: &str = "room@muc.localhost";
-const NS_PUBSUB: &str = "http://jabber.org/protocol/pubsub";
-const OPTIONS: &str = "<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='secret'><value>eruio234vzxc2kla-91</value></field></x>";
-
-struct Running {
-    herald: Herald,
-    o: Observers,
-    conn: Conn,
-}
-
-async fn start(server: &mut FakeServer, store: &Path, push: &str) -> Running {
-    let toml = Config::new(JID, SECRET, server.addr, store)
-        .fast_reconnect()
-        .presence("snapshot = \"never\"")
-        .toml()
-        + "\n[push]\ndomains = [\"localhost\"]\n"
-        + push;
-    let settings = herald::config::load_str(&toml).unwrap_or_else(|e| panic!("{e}\n{toml}"));
-    let (herald, o) = Herald::start_observed(settings).await;
-    let conn = server
-        .next_connection(EVENTUALLY)
-        .await
-        .expect("herald logs in");
-    Running { herald, o, conn }
-}
-
-async fn server() -> FakeServer {
-    let server = FakeServer::start(SECRET).await;
-    server.script_default(Script::accept());
-    server
-}
-
-impl Running {
-    /// `user` (nick = its local part) watches ROOM with `mode` through app server `app`.
-    async fn register(&self, user: &str, app: &str, node: &str) {
-        let mut reg = Registration::new(app, node, 1);
-        reg.options = Some(OPTIONS.to_owned());
-        self.o.push.register(user, reg).await.unwrap();
-        let nick = user.split('@').next().unwrap().to_owned();
-        let rule = RoomRule {
-            room: ROOM.into(),
-            nick,
-            mode: RoomMode::Always,
-        };
-        self.o.push.set_room(user, rule).await.unwrap();
-    }
-
-    /// Hands herald a message of `bob` in ROOM, with every registration as a watcher and
-    /// nobody else in the room.
-    async fn message(&self, body: &str) {
-        let mut watchers = Vec::new();
-        for user in [
-            "alice@localhost",
-            "carol@localhost",
-            "dave@localhost",
-            "erin@localhost",
-            "frank@localhost",
-            "grace@localhost",
-        ] {
-            let data = self.o.push.get(user).unwrap();
-            watchers.extend(watchers_of(user, &data).into_iter().map(|(_, w)| w));
-        }
-        let xml = format!("<message xmlns='jabber:component:accept' from='{ROOM}/bob' to='{JID}' type='groupchat' id='m'><body>{body}</body><occupant-id xmlns='urn:xmpp:occupant-id:0' id='Ym9i'/></message>");
-        let msg = RoomMessage {
-            room: ROOM.into(),
-            own_nick: "herald".into(),
-            element: xml.parse().unwrap(),
-            occupants: Arc::new(Occupants::default()),
-            watchers: watchers.into(),
-            at_ms: herald::push::now_ms(),
-        };
-        self.o.room_messages.send(msg).await.unwrap();
-    }
-
-    async fn publish_to(&mut self, app: &'static str, within: Duration) -> Option<Element> {
-        self.conn
-            .recv_matching(move |el| is_publish(el, app), within)
-            .await
-    }
-
-    async fn answer(&self, iq: &Element, error: Option<&str>) {
-        let (id, to) = (iq.attr("id").unwrap(), iq.attr("to").unwrap());
-        let xml = match error {
-            None => format!("<iq type='result' from='{to}' to='{JID}' id='{id}'/>"),
-            Some(e) => format!("<iq type='error' from='{to}' to='{JID}' id='{id}'>{e}</iq>"),
-        };
-        self.conn.send_raw(&xml).await;
-    }
-
-    fn registrations(&self, user: &str) -> Vec<Registration> {
-        self.o.push.get(user).unwrap().registrations
-    }
-
-    fn pending(&self) -> usize {
-        self.o.store.push_outbox().unwrap().count()
-    }
-}
-
-fn is_publish(el: &Element, app: &str) -> bool {
-    el.is("iq", NS_COMPONENT)
-        && el.attr("type") == Some("set")
-        && el.attr("to") == Some(app)
-        && el.has_child("pubsub", NS_PUBSUB)
-}
-
-/// The summary form's fields: (var, value or "").
-fn summary(iq: &Element) -> Vec<(String, String)> {
-    let pubsub = iq.get_child("pubsub", NS_PUBSUB).unwrap();
-    let x = pubsub
-        .get_child("publish", NS_PUBSUB)
-        .and_then(|p| p.get_child("item", NS_PUBSUB))
-        .and_then(|i| i.get_child("notification", "urn:xmpp:push:0"))
-        .and_then(|n| n.get_child("x", "jabber:x:data"))
-        .expect("a summary form");
-    x.children()
-        .map(|f| {
-            let v = f.children().next().map(|v| v.text()).unwrap_or_default();
-            (f.attr("var").unwrap_or_default().to_owned(), v)
-        })
-        .collect()
-}
-
-fn field(iq: &Element, var: &str) -> String {
-    summary(iq)
-        .into_iter()
-        .find(|(v, _)| v == var)
-        .map(|(_, value)| value)
-        .unwrap_or_else(|| panic!("no field {var}"))
-}
-
-/// Waits until `cond` holds (checked every 10 ms), panicking after EVENTUALLY.
-async fn until(what: &str, cond: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + EVENTUALLY;
-    while !cond() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-const NOT_FOUND: &str =
-    "<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>";
-const WAIT: &str =
-    "<error type='wait'><resource-constraint xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>";
+use push_app::*;
 
 #[tokio::test]
 async fn a_room_message_reaches_the_app_server_with_the_summary_form_and_options() {
@@ -372,5 +226,55 @@ async fn a_push_not_answered_before_a_restart_is_published_after_it() {
     assert_ne!(again.attr("id"), first.attr("id"));
     h.answer(&again, None).await;
     until("the answered push leaves the outbox", || h.pending() == 0).await;
+    h.herald.stop_ok(EVENTUALLY).await;
+}
+
+#[tokio::test]
+async fn an_occupant_is_pushed_only_while_the_presence_table_shows_no_online_resource() {
+    let mut server = FakeServer::start(SECRET).await;
+    server.script_default(Script::accept().advertise());
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = start(&mut server, dir.path(), "coalesce = \"0s\"\n").await;
+    h.register("alice@localhost", "push.localhost", "n").await;
+    let mut occupants = Occupants::default();
+    occupants.insert(herald::muc::Occupant {
+        nick: "alice".into(),
+        real_jid: None,
+        role: herald::muc::Role::Participant,
+    });
+    let occupants = Arc::new(occupants);
+    // A ghost: in the room, no online resource.
+    h.message_with(occupants.clone(), "to a ghost").await;
+    let iq = h
+        .publish_to("push.localhost", EVENTUALLY)
+        .await
+        .expect("a push to the ghost");
+    assert_eq!(field(&iq, "message-count"), "1");
+    h.answer(&iq, None).await;
+    h.conn
+        .send_raw(&format!(
+            "<presence from='alice@localhost/phone' to='{JID}'/>"
+        ))
+        .await;
+    let reader = h.o.presence.clone();
+    let deadline = tokio::time::Instant::now() + EVENTUALLY;
+    while !reader.is_online("alice@localhost").await.unwrap() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "alice never shows online"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Present and online: nothing, and the count starts again.
+    h.message_with(occupants.clone(), "while present").await;
+    assert!(h.publish_to("push.localhost", QUIET).await.is_none());
+    // Absent from the room again (online elsewhere does not matter): pushed, counting from 1.
+    h.message_with(Arc::new(Occupants::default()), "after she left")
+        .await;
+    let iq = h
+        .publish_to("push.localhost", EVENTUALLY)
+        .await
+        .expect("a push");
+    assert_eq!(field(&iq, "message-count"), "1");
     h.herald.stop_ok(EVENTUALLY).await;
 }

@@ -8,7 +8,7 @@
 //! The coalescer also keeps each registration's `message-count` (messages pushed since the user
 //! was last present): [`Coalescer::present`] starts it again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 #[derive(Debug, Default)]
 struct Slot {
@@ -39,6 +39,8 @@ pub enum Offer {
 pub struct Coalescer {
     window_ms: i64,
     slots: HashMap<String, Slot>,
+    /// `(window_until, key)` of every open window, earliest first.
+    ends: BTreeSet<(i64, String)>,
 }
 
 impl Coalescer {
@@ -46,6 +48,7 @@ impl Coalescer {
         Coalescer {
             window_ms: i64::try_from(window.as_millis()).unwrap_or(i64::MAX),
             slots: HashMap::new(),
+            ends: BTreeSet::new(),
         }
     }
 
@@ -64,8 +67,14 @@ impl Coalescer {
                     merged,
                 }
             }
-            _ => {
+            old => {
+                if let Some(until) = old {
+                    self.ends.remove(&(until, key.to_owned()));
+                }
                 slot.window_until = (window > 0).then(|| now.saturating_add(window));
+                if let Some(until) = slot.window_until {
+                    self.ends.insert((until, key.to_owned()));
+                }
                 slot.held = false;
                 Offer::Now { count: slot.count }
             }
@@ -75,27 +84,34 @@ impl Coalescer {
     /// The held pushes whose window has ended by `now`, with their counts; each opens a new
     /// window. Windows that ended with nothing held close.
     pub fn due(&mut self, now: i64) -> Vec<(String, u64)> {
-        let window = self.window_ms;
         let mut out = Vec::new();
-        for (key, slot) in &mut self.slots {
-            match slot.window_until {
-                Some(until) if until <= now && slot.held => {
-                    slot.held = false;
-                    slot.window_until = Some(now.saturating_add(window));
-                    out.push((key.clone(), slot.count));
+        while let Some((until, key)) = self.ends.first().cloned() {
+            if until > now {
+                break;
+            }
+            self.ends.remove(&(until, key.clone()));
+            let Some(slot) = self.slots.get_mut(&key) else {
+                continue;
+            };
+            if slot.held {
+                slot.held = false;
+                let next = now.saturating_add(self.window_ms);
+                slot.window_until = Some(next);
+                out.push((key.clone(), slot.count));
+                self.ends.insert((next, key));
+            } else {
+                slot.window_until = None;
+                if slot.count == 0 {
+                    self.slots.remove(&key);
                 }
-                Some(until) if until <= now => slot.window_until = None,
-                _ => {}
             }
         }
-        self.slots
-            .retain(|_, s| s.count > 0 || s.window_until.is_some());
         out
     }
 
     /// The earliest end of a window, if any is open.
     pub fn next_due(&self) -> Option<i64> {
-        self.slots.values().filter_map(|s| s.window_until).min()
+        self.ends.first().map(|(until, _)| *until)
     }
 
     /// The user was seen present: `key`'s count starts again and a held push is dropped (the

@@ -3,7 +3,7 @@
 //! from one app server. Each app server has its own queue, so pushes to a slow or dead one wait
 //! behind each other, never in front of another server's. Pure (times passed in).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::Duration;
 
 use super::answer::Next;
@@ -49,6 +49,10 @@ pub struct Flights {
     entries: HashMap<u64, Entry>,
     queues: BTreeMap<String, VecDeque<u64>>,
     per_app: HashMap<String, usize>,
+    /// `(at_ms, id)` of every push in [`State::Retry`], earliest first.
+    retries: BTreeSet<(i64, u64)>,
+    /// Ids in [`State::WaitUp`].
+    waiting: BTreeSet<u64>,
     in_flight: usize,
     max_in_flight: usize,
     per_server: usize,
@@ -61,6 +65,8 @@ impl Flights {
             entries: HashMap::new(),
             queues: BTreeMap::new(),
             per_app: HashMap::new(),
+            retries: BTreeSet::new(),
+            waiting: BTreeSet::new(),
             in_flight: 0,
             max_in_flight: max_in_flight.max(1),
             per_server: per_server.max(1),
@@ -130,8 +136,18 @@ impl Flights {
             State::InFlight { .. } => None,
             _ => {
                 let e = self.entries.remove(&id)?;
-                if let Some(q) = self.queues.get_mut(&e.push.app) {
-                    q.retain(|i| *i != id);
+                match e.state {
+                    State::Retry { at_ms } => {
+                        self.retries.remove(&(at_ms, id));
+                    }
+                    State::WaitUp => {
+                        self.waiting.remove(&id);
+                    }
+                    _ => {
+                        if let Some(q) = self.queues.get_mut(&e.push.app) {
+                            q.retain(|i| *i != id);
+                        }
+                    }
                 }
                 Some(e.push)
             }
@@ -194,9 +210,9 @@ impl Flights {
                     .backoff
                     .get_or_insert_with(|| Backoff::new(RETRY_MIN, RETRY_MAX));
                 let delay = i64::try_from(b.next_delay().as_millis()).unwrap_or(i64::MAX);
-                entry.state = State::Retry {
-                    at_ms: now_ms.saturating_add(delay),
-                };
+                let at_ms = now_ms.saturating_add(delay);
+                entry.state = State::Retry { at_ms };
+                self.retries.insert((at_ms, id));
             }
             // Lost with a connection that has since been replaced: send it on the new one.
             Next::AfterUp if up_epoch.is_some_and(|e| e > epoch) => {
@@ -204,42 +220,35 @@ impl Flights {
                 let app = entry.push.app.clone();
                 self.enqueue(id, app);
             }
-            Next::AfterUp => entry.state = State::WaitUp,
-            Next::Keep => entry.state = State::WaitUp,
+            Next::AfterUp | Next::Keep => {
+                entry.state = State::WaitUp;
+                self.waiting.insert(id);
+            }
         }
         None
     }
 
     /// Queues the retries due by `now_ms`.
     pub fn retry_due(&mut self, now_ms: i64) {
-        let due: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| matches!(e.state, State::Retry { at_ms } if at_ms <= now_ms))
-            .map(|(id, _)| *id)
-            .collect();
+        let mut due = Vec::new();
+        while let Some(&(at_ms, id)) = self.retries.first() {
+            if at_ms > now_ms {
+                break;
+            }
+            self.retries.remove(&(at_ms, id));
+            due.push(id);
+        }
         self.requeue(due);
     }
 
     /// The earliest retry time, if any.
     pub fn next_retry(&self) -> Option<i64> {
-        self.entries
-            .values()
-            .filter_map(|e| match e.state {
-                State::Retry { at_ms } => Some(at_ms),
-                _ => None,
-            })
-            .min()
+        self.retries.first().map(|(at_ms, _)| *at_ms)
     }
 
     /// A login: queues what waited for it.
     pub fn link_up(&mut self) {
-        let waiting: Vec<u64> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.state == State::WaitUp)
-            .map(|(id, _)| *id)
-            .collect();
+        let waiting = std::mem::take(&mut self.waiting).into_iter().collect();
         self.requeue(waiting);
     }
 

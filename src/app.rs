@@ -3,11 +3,11 @@
 //!
 //! The owners: the connection (transport), the presence service (on a thread of its own), one
 //! delivery worker per sink, the IQ handlers (registered by namespace), the rooms owner (it
-//! joins the watched rooms and hands their messages on) and the messages owner (it drops what it
-//! gets).
+//! joins the watched rooms and hands their messages on) and the push owner (group-chat pushes
+//! from the rooms' messages, and app servers' remote disables from the other messages).
 //!
-//! Shutdown order: the connection stops dispatching inbound traffic and drops its presence
-//! sender; the presence service drains what it already received, persists the resulting events
+//! Shutdown order: the push owner stops (pushes not answered yet stay in its outbox); the
+//! connection stops dispatching inbound traffic and drops its presence sender; the presence service drains what it already received, persists the resulting events
 //! into the outbox and flushes the store; the delivery workers send what is queued while
 //! deliveries succeed (what they cannot deliver stays in the outbox); the rooms owner leaves every
 //! room (no ghost occupant stays behind); then the connection writes what is still queued and
@@ -25,7 +25,7 @@ use crate::config::Settings;
 use crate::events::fanout::Fanout;
 use crate::http::HttpContext;
 use crate::metrics::Metrics;
-use crate::muc::{RoomMessage, RoomsContext, RoomsView};
+use crate::muc::{RoomsContext, RoomsView};
 use crate::outbox::worker::{self, Lane, Policy};
 use crate::presence::query::PresenceReader;
 use crate::presence::service::{PresenceContext, PresenceService};
@@ -34,20 +34,10 @@ use crate::sinks::xmpp::{self as xmpp_sink, XmppSink};
 use crate::store::Store;
 use crate::xmpp::connection::{self, Connection, ConnectionError};
 use crate::xmpp::iq_handlers::{IqDispatcher, IqHandlers};
-use crate::xmpp::routes::{self, LinkStatus, PresenceInbound, Routes};
+use crate::xmpp::routes::{LinkStatus, PresenceInbound, Routes};
 use crate::xmpp::{IqTracker, XmppHandle};
 /// How long each shutdown stage may take before herald stops waiting for it.
 const STAGE_DEADLINE: Duration = Duration::from_secs(5);
-/// Capacity of the rooms → push queue, in messages (the rooms owner waits when it is full).
-const ROOM_MESSAGES_CAPACITY: usize = 256;
-
-/// Takes the rooms' messages until the push owner does: logs and drops them.
-async fn drop_room_messages(mut messages: mpsc::Receiver<RoomMessage>) {
-    while let Some(m) = messages.recv().await {
-        let id = m.element.attr("id").unwrap_or_default();
-        tracing::debug!(room = %m.room, id, watchers = m.watchers.len(), "groupchat message; no push owner acts on it yet");
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -102,6 +92,13 @@ pub struct Observers {
     /// The store, for fault injection in tests ([`Store::fail_next_queue_writes`]).
     #[doc(hidden)]
     pub store: Store,
+    /// The push registrations, for tests (the same handle the ad-hoc commands use).
+    #[doc(hidden)]
+    pub push: crate::push::Push,
+    /// Where group-chat messages reach the push owner, for tests (the rooms owner holds the
+    /// other end).
+    #[doc(hidden)]
+    pub room_messages: mpsc::Sender<crate::muc::RoomMessage>,
 }
 
 /// Runs herald until `shutdown` completes (then shuts down gracefully) or a fatal error occurs.
@@ -123,12 +120,13 @@ pub async fn run_with(
     )?;
     let jid = settings.component.jid.to_string();
     let mut handlers = handlers;
-    let push = crate::push::install(&mut handlers, &settings, &store)?;
+    let metrics = Metrics::new();
+    let push = crate::push::install(&mut handlers, &settings, &store, metrics.push())?;
+    let push_outbox = store.push_outbox()?;
     let iq_tracker = IqTracker::new();
     let (handle, queues) = XmppHandle::new(iq_tracker.clone(), &jid);
     let (routes, inboxes) = Routes::new(IqDispatcher::new(handlers, handle.clone()));
 
-    let metrics = Metrics::new();
     // A port that cannot be bound does not stop herald from delivering events: it runs without
     // the listener, says so, and its probes fail (nothing answers them).
     let http_listener = match settings.http.listen {
@@ -187,9 +185,24 @@ pub async fn run_with(
     )?;
     let _ = push.presence.set(reader.clone());
     let presence = spawn_presence_thread(service, inboxes.presence).map_err(RunError::Thread)?;
-    let (room_messages, room_messages_rx) = mpsc::channel(ROOM_MESSAGES_CAPACITY);
-    // replaced by the push owner
-    let push_owner = tokio::spawn(drop_room_messages(room_messages_rx));
+    let (room_messages, room_messages_rx) =
+        mpsc::channel(crate::push::owner::ROOM_MESSAGES_CAPACITY);
+    let push_stop = CancellationToken::new();
+    let push_owner = crate::push::owner::spawn(
+        crate::push::owner::PushOwner {
+            room_messages: room_messages_rx,
+            messages: inboxes.messages,
+            status: inboxes.status.clone(),
+            handle: handle.clone(),
+            push: push.push.clone(),
+            outbox: push_outbox,
+            presence: reader.clone(),
+            settings: settings.push.clone(),
+            jid: jid.clone(),
+            metrics: metrics.push(),
+        },
+        push_stop.clone(),
+    );
     let rooms_stop = CancellationToken::new();
     let (rooms_view, mut rooms) = crate::muc::spawn(
         RoomsContext {
@@ -197,7 +210,7 @@ pub async fn run_with(
             store: push.push.store().clone(),
             jid: jid.clone(),
             nick: settings.push.room_nick.clone(),
-            messages: room_messages,
+            messages: room_messages.clone(),
             metrics: metrics.rooms(),
         },
         inboxes.rooms,
@@ -205,8 +218,6 @@ pub async fn run_with(
         rooms_stop.clone(),
     );
     let _ = push.rooms.set(rooms_view.clone());
-    // Other messages: nobody acts on them yet.
-    let messages = tokio::spawn(routes::discard(inboxes.messages, "messages"));
     let http_stopping = CancellationToken::new();
     let http_stop = CancellationToken::new();
     let http_addr = http_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -233,6 +244,8 @@ pub async fn run_with(
         rooms: rooms_view,
         http: http_addr,
         store: store.clone(),
+        push: push.push.clone(),
+        room_messages,
     });
     let reader_stop = CancellationToken::new();
     let close = CancellationToken::new();
@@ -255,6 +268,14 @@ pub async fn run_with(
     };
     info!("shutting down");
     http_stopping.cancel();
+    // Pushes not answered yet stay in the outbox for the next start.
+    push_stop.cancel();
+    if tokio::time::timeout(STAGE_DEADLINE, push_owner)
+        .await
+        .is_err()
+    {
+        warn!("the push owner did not stop within the shutdown deadline");
+    }
     reader_stop.cancel();
     if tokio::time::timeout(STAGE_DEADLINE, presence)
         .await
@@ -292,8 +313,6 @@ pub async fn run_with(
             }
         },
     };
-    push_owner.abort();
-    messages.abort();
     http_stop.cancel();
     if let Some(mut http) = http {
         if tokio::time::timeout(STAGE_DEADLINE, &mut http)

@@ -120,6 +120,36 @@ pub const ROOM_REJOINS: MetricName = metric(
     "herald_room_rejoins",
     "Join presences sent to a room herald had been in before (after a reconnect, a kick or a removal)",
 );
+/// Counter of pushes the app servers accepted (`result`).
+pub const PUSH_SENT: MetricName = metric(
+    "herald_push_sent",
+    "Group-chat pushes (XEP-0357 publishes) the app servers accepted",
+);
+/// Counter of messages folded into a later push to the same registration.
+pub const PUSH_COALESCED: MetricName = metric(
+    "herald_push_coalesced",
+    "Group-chat messages folded into a later push to the same registration (push.coalesce)",
+);
+/// Counter per `kind` (`error`, `wait`, `timeout`, `disconnected`).
+pub const PUSH_FAILED: MetricName = metric(
+    "herald_push_failed",
+    "Push attempts that failed, by kind: error (dropped, counted), wait (retried), timeout (counted, retried), disconnected (retried after the reconnect)",
+);
+/// Counter per `reason` (`errors`, `remote_disable`).
+pub const PUSH_REGISTRATIONS_REMOVED: MetricName = metric(
+    "herald_push_registrations_removed",
+    "Push registrations herald removed, by reason: errors (push.max_errors reached) or remote_disable (the app server asked)",
+);
+/// Counter of pushes dropped because they were older than `push.max_age`.
+pub const PUSH_EXPIRED: MetricName = metric(
+    "herald_push_expired",
+    "Pushes dropped undelivered because they were older than push.max_age",
+);
+/// Gauge of pushes persisted and not yet answered.
+pub const PUSH_PENDING: MetricName = metric(
+    "herald_push_pending",
+    "Pushes persisted and not yet answered by their app server (including those waiting for a coalescing window or a retry)",
+);
 
 /// Every metric herald exposes (the README lists them, a test checks each is exposed).
 pub const ALL: &[MetricName] = &[
@@ -140,6 +170,12 @@ pub const ALL: &[MetricName] = &[
     ROOMS_FAILING,
     ROOM_JOINS,
     ROOM_REJOINS,
+    PUSH_SENT,
+    PUSH_COALESCED,
+    PUSH_FAILED,
+    PUSH_REGISTRATIONS_REMOVED,
+    PUSH_EXPIRED,
+    PUSH_PENDING,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -157,6 +193,16 @@ pub struct PrivilegeLabels {
     pub domain: String,
     pub privilege: String,
     pub access: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
 }
 
 /// The `source` label of an event.
@@ -210,6 +256,91 @@ pub struct RoomsMetrics {
     pub rejoins: Counter,
 }
 
+/// How a push attempt failed (the `kind` label of [`PUSH_FAILED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushFailure {
+    /// An error answer other than `wait`: counted, the push dropped.
+    Error,
+    /// An error of type `wait`: retried.
+    Wait,
+    /// No answer within `push.timeout`: counted, retried.
+    Timeout,
+    /// The connection was lost before the answer: retried after the reconnect.
+    Disconnected,
+}
+
+impl PushFailure {
+    pub const ALL: [PushFailure; 4] = [
+        PushFailure::Error,
+        PushFailure::Wait,
+        PushFailure::Timeout,
+        PushFailure::Disconnected,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PushFailure::Error => "error",
+            PushFailure::Wait => "wait",
+            PushFailure::Timeout => "timeout",
+            PushFailure::Disconnected => "disconnected",
+        }
+    }
+}
+
+/// Why herald removed a registration (the `reason` label of [`PUSH_REGISTRATIONS_REMOVED`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemovedBy {
+    Errors,
+    RemoteDisable,
+}
+
+/// The push owner's counters. The default one counts into nothing that is exposed; cloning
+/// shares them.
+#[derive(Clone, Debug, Default)]
+pub struct PushMetrics {
+    pub sent: Counter,
+    pub coalesced: Counter,
+    /// Indexed like [`PushFailure::ALL`].
+    failed: [Counter; 4],
+    removed_errors: Counter,
+    removed_remote: Counter,
+    pub expired: Counter,
+    pub pending: Gauge,
+}
+
+impl PushMetrics {
+    pub fn failed(&self, kind: PushFailure) {
+        self.failed_counter(kind).inc();
+    }
+
+    pub fn failed_count(&self, kind: PushFailure) -> u64 {
+        self.failed_counter(kind).get()
+    }
+
+    fn failed_counter(&self, kind: PushFailure) -> &Counter {
+        let i = PushFailure::ALL
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(0);
+        &self.failed[i]
+    }
+
+    pub fn removed(&self, by: RemovedBy) {
+        self.removed_counter(by).inc();
+    }
+
+    pub fn removed_count(&self, by: RemovedBy) -> u64 {
+        self.removed_counter(by).get()
+    }
+
+    fn removed_counter(&self, by: RemovedBy) -> &Counter {
+        match by {
+            RemovedBy::Errors => &self.removed_errors,
+            RemovedBy::RemoteDisable => &self.removed_remote,
+        }
+    }
+}
+
 /// The registry and every metric in it; cloning shares them.
 #[derive(Clone)]
 pub struct Metrics {
@@ -220,6 +351,7 @@ struct Inner {
     registry: Registry,
     presence: PresenceMetrics,
     rooms: RoomsMetrics,
+    push: PushMetrics,
     sink_queued: Family<SinkLabels, Counter>,
     sink_delivered: Family<SinkLabels, Counter>,
     sink_retries: Family<SinkLabels, Counter>,
@@ -288,11 +420,33 @@ impl Metrics {
         reg!(ROOMS_FAILING, rooms.failing.clone());
         reg!(ROOM_JOINS, rooms.joins.clone());
         reg!(ROOM_REJOINS, rooms.rejoins.clone());
+        let mut push = PushMetrics::default();
+        let failed: Family<KindLabels, Counter> = Family::default();
+        for (i, k) in PushFailure::ALL.iter().enumerate() {
+            push.failed[i] = failed
+                .get_or_create(&KindLabels {
+                    kind: k.label().to_owned(),
+                })
+                .clone();
+        }
+        let removed: Family<ReasonLabels, Counter> = Family::default();
+        let reason = |r: &str| ReasonLabels {
+            reason: r.to_owned(),
+        };
+        push.removed_errors = removed.get_or_create(&reason("errors")).clone();
+        push.removed_remote = removed.get_or_create(&reason("remote_disable")).clone();
+        reg!(PUSH_SENT, push.sent.clone());
+        reg!(PUSH_COALESCED, push.coalesced.clone());
+        reg!(PUSH_FAILED, failed);
+        reg!(PUSH_REGISTRATIONS_REMOVED, removed);
+        reg!(PUSH_EXPIRED, push.expired.clone());
+        reg!(PUSH_PENDING, push.pending.clone());
         Metrics {
             inner: Arc::new(Inner {
                 registry,
                 presence,
                 rooms,
+                push,
                 sink_queued,
                 sink_delivered,
                 sink_retries,
@@ -310,6 +464,11 @@ impl Metrics {
     /// The rooms owner's counts.
     pub fn rooms(&self) -> RoomsMetrics {
         self.inner.rooms.clone()
+    }
+
+    /// The push owner's counters.
+    pub fn push(&self) -> PushMetrics {
+        self.inner.push.clone()
     }
 
     /// The counters of the sink named `name` (they show, at 0, from this call on).
@@ -391,5 +550,28 @@ mod tests {
             text.contains("herald_sink_delivered_total{sink=\"hook\"} 5\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn push_counters_show_by_kind_and_reason() {
+        let m = Metrics::new();
+        let p = m.push();
+        p.failed(PushFailure::Timeout);
+        p.failed(PushFailure::Timeout);
+        p.removed(RemovedBy::RemoteDisable);
+        p.sent.inc();
+        p.pending.set(3);
+        let text = m.render();
+        for line in [
+            "herald_push_failed_total{kind=\"timeout\"} 2\n",
+            "herald_push_failed_total{kind=\"wait\"} 0\n",
+            "herald_push_registrations_removed_total{reason=\"remote_disable\"} 1\n",
+            "herald_push_registrations_removed_total{reason=\"errors\"} 0\n",
+            "herald_push_sent_total 1\n",
+            "herald_push_pending 3\n",
+        ] {
+            assert!(text.contains(line), "{line} missing in\n{text}");
+        }
+        assert_eq!(p.failed_count(PushFailure::Timeout), 2);
     }
 }

@@ -16,6 +16,12 @@ pub(super) const MAX_ERRORS: u32 = 100_000;
 pub(super) const MAX_SESSIONS_PER_USER: usize = 1000;
 /// Longest `push.important_body` and `push.room_nick`, in bytes.
 pub(super) const MAX_PUSH_TEXT: usize = 1024;
+/// Longest `push.coalesce`.
+pub(super) const MAX_COALESCE: Duration = Duration::from_secs(10 * 60);
+/// Longest `push.max_age`.
+pub(super) const MAX_PUSH_AGE: Duration = Duration::from_secs(24 * 60 * 60);
+/// Bound of `push.max_in_flight`.
+pub(super) const MAX_IN_FLIGHT: usize = 100_000;
 
 /// `[push]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +69,28 @@ pub struct PushConfig {
     /// Unfinished ad-hoc command sessions per user (1..=1000); starting one more ends that
     /// user's oldest. Default: `8`. Example: `max_sessions_per_user = 4`.
     pub max_sessions_per_user: usize,
+    /// Pushes to one registration within this window after a push become one push at its end,
+    /// with the summed count and the latest sender and body (at most `"10m"`; `"0s"` pushes
+    /// every message at once). Default: `"2s"`. Example: `coalesce = "5s"`.
+    #[serde(with = "humantime_serde")]
+    pub coalesce: Duration,
+    /// How long herald waits for an app server's answer to a push (more than 0, at most
+    /// `"1h"`); a push without an answer counts as an error and is retried. Default: `"15s"`.
+    /// Example: `timeout = "30s"`.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// A push not delivered within this time of its message is dropped, with a log line,
+    /// instead of waking a phone for stale news (more than 0, at most `"24h"`). Default:
+    /// `"5m"`. Example: `max_age = "1m"`.
+    #[serde(with = "humantime_serde")]
+    pub max_age: Duration,
+    /// Pushes awaiting an answer at once, over all app servers (2..=100000). Default: `256`.
+    /// Example: `max_in_flight = 1024`.
+    pub max_in_flight: usize,
+    /// Pushes awaiting an answer at once from one app server (at least 1, less than
+    /// `max_in_flight`), so that a slow or dead app server never takes every slot and delays
+    /// the pushes to others. Default: `32`. Example: `max_in_flight_per_server = 64`.
+    pub max_in_flight_per_server: usize,
 }
 
 impl Default for PushConfig {
@@ -81,6 +109,11 @@ impl Default for PushConfig {
             max_errors: 16,
             session_timeout: Duration::from_secs(600),
             max_sessions_per_user: 8,
+            coalesce: Duration::from_secs(2),
+            timeout: Duration::from_secs(15),
+            max_age: Duration::from_secs(300),
+            max_in_flight: 256,
+            max_in_flight_per_server: 32,
         }
     }
 }
@@ -113,6 +146,13 @@ pub struct PushSettings {
     pub max_errors: u32,
     pub session_timeout: Duration,
     pub max_sessions_per_user: usize,
+    /// Zero: off.
+    pub coalesce: Duration,
+    pub timeout: Duration,
+    pub max_age: Duration,
+    pub max_in_flight: usize,
+    /// Less than `max_in_flight`.
+    pub max_in_flight_per_server: usize,
 }
 
 #[cfg(test)]
@@ -133,6 +173,11 @@ impl PushSettings {
             max_errors: 16,
             session_timeout: Duration::from_secs(600),
             max_sessions_per_user: 8,
+            coalesce: Duration::from_secs(2),
+            timeout: Duration::from_secs(15),
+            max_age: Duration::from_secs(300),
+            max_in_flight: 256,
+            max_in_flight_per_server: 32,
         }
     }
 }
@@ -210,6 +255,26 @@ pub(super) fn push_settings(
         ok = false;
     }
     ok &= in_range("push.session_timeout", raw.session_timeout, MAX_TIMER, p);
+    ok &= at_most("push.coalesce", raw.coalesce, MAX_COALESCE, p);
+    ok &= in_range("push.timeout", raw.timeout, MAX_TIMER, p);
+    ok &= in_range("push.max_age", raw.max_age, MAX_PUSH_AGE, p);
+    if !(2..=MAX_IN_FLIGHT).contains(&raw.max_in_flight) {
+        p.push(
+            "push.max_in_flight",
+            format!("must be between 2 and {MAX_IN_FLIGHT}"),
+        );
+        ok = false;
+    } else if raw.max_in_flight_per_server == 0 || raw.max_in_flight_per_server >= raw.max_in_flight
+    {
+        p.push(
+            "push.max_in_flight_per_server",
+            format!(
+                "must be at least 1 and less than push.max_in_flight ({}), so that one app server cannot take every slot",
+                raw.max_in_flight
+            ),
+        );
+        ok = false;
+    }
     let default_room_mode = match RoomMode::parse(&raw.default_room_mode) {
         Some(m) => Some(m),
         None => {
@@ -255,5 +320,62 @@ pub(super) fn push_settings(
         max_errors: raw.max_errors,
         session_timeout: raw.session_timeout,
         max_sessions_per_user: raw.max_sessions_per_user,
+        coalesce: raw.coalesce,
+        timeout: raw.timeout,
+        max_age: raw.max_age,
+        max_in_flight: raw.max_in_flight,
+        max_in_flight_per_server: raw.max_in_flight_per_server,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    const MINIMAL: &str = "[component]\njid = \"herald.example.org\"\nsecret = \"s3cr3t\"\n";
+
+    fn problems(push: &str) -> Vec<(String, String)> {
+        match crate::config::load_str(&format!("{MINIMAL}[push]\n{push}")) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.into_iter().map(|p| (p.key, p.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn delivery_keys_default_and_accept_a_zero_coalesce() {
+        let s = crate::config::load_str(MINIMAL).unwrap().push;
+        assert_eq!(
+            (
+                s.coalesce.as_secs(),
+                s.timeout.as_secs(),
+                s.max_age.as_secs()
+            ),
+            (2, 15, 300)
+        );
+        assert_eq!((s.max_in_flight, s.max_in_flight_per_server), (256, 32));
+        assert!(problems("coalesce = \"0s\"").is_empty());
+    }
+
+    #[test]
+    fn delivery_keys_out_of_bounds_are_reported_with_their_key() {
+        let got = problems(
+            "coalesce = \"11m\"\ntimeout = \"0s\"\nmax_age = \"25h\"\nmax_in_flight = 1\n",
+        );
+        let keys: Vec<&str> = got.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "push.coalesce",
+                "push.timeout",
+                "push.max_age",
+                "push.max_in_flight"
+            ],
+            "{got:?}"
+        );
+        let got = problems("max_in_flight = 8\nmax_in_flight_per_server = 8\n");
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "push.max_in_flight_per_server");
+        assert!(
+            got[0].1.contains("less than push.max_in_flight (8)"),
+            "{got:?}"
+        );
+    }
 }

@@ -5,16 +5,33 @@
 //! - [`policy`]: who may register and what valid input is.
 //! - [`Push`]: the rules applied to the store: every change is checked, written whole and
 //!   flushed before the caller answers.
+//!
+//! Group-chat pushes, for the messages the rooms owner hands on ([`crate::muc::RoomMessage`]):
+//! - [`decide`]: who is pushed for a message (pure).
+//! - [`publish`]: what a push says and the publish IQ (pure).
+//! - [`coalesce`]: bursts to one registration become one push (pure).
+//! - [`answer`]: what an app server's answer means for the push and the registration (pure).
+//! - [`flight`]: the pending pushes and the concurrency caps (pure).
+//! - [`owner`]: the task that ties them to the store, the presence table and the connection.
 
+pub mod answer;
+mod attempt;
+pub mod coalesce;
+pub mod decide;
 pub mod enable;
+pub mod flight;
 pub mod model;
+pub mod owner;
 pub mod policy;
+pub mod publish;
+mod record;
 pub mod watchers;
 
 pub use model::{Filter, Registration, RoomMode, RoomRule, Upsert, UserPush};
 pub use policy::Refusal;
 
 use crate::config::PushSettings;
+use crate::metrics::PushMetrics;
 use crate::store::{PushStats, PushStore, RoomIndex, StoreError};
 
 /// A refusal, or a store failure.
@@ -42,6 +59,7 @@ pub fn now_ms() -> i64 {
 pub struct Push {
     settings: PushSettings,
     store: PushStore,
+    metrics: PushMetrics,
 }
 
 /// Checks the room limits for `user` as it would be after a change.
@@ -65,7 +83,22 @@ fn check_rooms(user: &UserPush, index: &RoomIndex, s: &PushSettings) -> Result<(
 
 impl Push {
     pub fn new(settings: PushSettings, store: PushStore) -> Push {
-        Push { settings, store }
+        Push {
+            settings,
+            store,
+            metrics: PushMetrics::default(),
+        }
+    }
+
+    /// The same, counting group-chat pushes into `metrics` (what `admin-stats` shows).
+    pub fn with_metrics(mut self, metrics: PushMetrics) -> Push {
+        self.metrics = metrics;
+        self
+    }
+
+    /// The group-chat push counters.
+    pub fn metrics(&self) -> &PushMetrics {
+        &self.metrics
     }
 
     pub fn settings(&self) -> &PushSettings {
@@ -150,14 +183,16 @@ impl Push {
 
 /// Registers herald's push interface on `handlers`: the ad-hoc commands (XEP-0050, with
 /// disco#items and disco#info on command nodes) and `<enable/>`/`<disable/>` (XEP-0357). The
-/// returned context takes the presence reader once the presence service runs.
+/// returned context takes the presence reader once the presence service runs; its `push` is
+/// the handle for the push owner ([`owner::spawn`]), counting into `metrics`.
 pub fn install(
     handlers: &mut crate::xmpp::iq_handlers::IqHandlers,
     settings: &crate::config::Settings,
     store: &crate::store::Store,
+    metrics: PushMetrics,
 ) -> Result<std::sync::Arc<crate::adhoc::commands::Ctx>, StoreError> {
     use crate::adhoc::{self, commands, Commands, NS_COMMANDS, NS_DISCO_ITEMS};
-    let push = Push::new(settings.push.clone(), store.push_store()?);
+    let push = Push::new(settings.push.clone(), store.push_store()?).with_metrics(metrics);
     let ctx = std::sync::Arc::new(commands::Ctx {
         push: push.clone(),
         store: store.clone(),

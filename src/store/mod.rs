@@ -8,6 +8,9 @@
 //! - `queue/NAME` and `dead/NAME`: each sink's queue and dead letters, see [`queue`].
 //! - `push_users`: each user's push registrations and room rules, see [`PushStore`] (`push`).
 //!   Schema 4 added it; a schema 3 store is upgraded by creating it empty.
+//! - `push_outbox`: group-chat pushes decided and not yet answered, see [`PushOutbox`]
+//!   (`push_outbox`). Created empty when first opened (a store without it reads as one with
+//!   nothing pending, so the schema version stays).
 //!
 //! Durability: sled buffers writes in memory and flushes its log every `store.flush_interval`
 //! (group commit) and on [`Store::flush`] (graceful shutdown). A crash of herald or a power cut
@@ -20,6 +23,7 @@
 
 mod journal;
 mod push;
+mod push_outbox;
 pub mod queue;
 mod seq;
 
@@ -29,6 +33,7 @@ use std::sync::Arc;
 
 pub use journal::PresenceJournal;
 pub use push::{PushStats, PushStore, RoomIndex};
+pub use push_outbox::PushOutbox;
 pub use seq::SeqAllocator;
 
 /// Bumped when the on-disk layout changes incompatibly.

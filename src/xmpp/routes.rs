@@ -5,8 +5,8 @@
 //! | kind | owner | channel | when full |
 //! |---|---|---|---|
 //! | forwarded presences, privilege adverts, Up/Down | presence | [`PRESENCE_CAPACITY`] bursts of up to 256 | reading waits (TCP pushes back on the server) |
-//! | MUC presences, groupchat messages | rooms | [`ROOMS_CAPACITY`] stanzas | reading waits |
-//! | other messages | messages | [`MESSAGES_CAPACITY`] stanzas | the message is dropped, WARN |
+//! | MUC presences, groupchat messages | rooms ([`crate::muc`]) | [`ROOMS_CAPACITY`] stanzas | reading waits |
+//! | other messages | push owner (app servers' remote disables) | [`MESSAGES_CAPACITY`] stanzas | the message is dropped, WARN |
 //! | IQ get/set | [`IqDispatcher`] | a task per request, at most 256 at once | `resource-constraint` |
 //! | IQ result/error | [`super::IqTracker`] | none (a map) | — |
 //!
@@ -16,7 +16,6 @@
 
 use minidom::Element;
 use tokio::sync::{mpsc, watch};
-use tracing::debug;
 
 use super::inbound::PresenceStanza;
 use super::iq_handlers::IqDispatcher;
@@ -97,14 +96,5 @@ impl Routes {
             status: status_rx,
         };
         (routes, inboxes)
-    }
-}
-
-/// The owner of a kind herald does not act on yet: reads and drops, so its queue never fills.
-#[tracing::instrument(name = "owner", skip_all, fields(kind = kind))]
-pub async fn discard<T>(mut inbox: mpsc::Receiver<T>, kind: &'static str) {
-    while let Some(item) = inbox.recv().await {
-        drop(item);
-        debug!(kind, "no owner acts on this kind yet; dropped");
     }
 }

@@ -1,5 +1,7 @@
 //! `admin-stats` (admins only): online resources, registrations, users with registrations,
-//! watched rooms, and each sink's backlog. Completes at once.
+//! watched rooms, the group-chat push counters since herald started (sent, coalesced, failed by
+//! kind, registrations removed, dropped as too old, pending), and each sink's backlog.
+//! Completes at once.
 
 use std::sync::Arc;
 
@@ -8,6 +10,7 @@ use xmpp_parsers::data_forms::{Field, FieldType};
 use super::Ctx;
 use crate::adhoc::xml::{self, Note};
 use crate::adhoc::{Command, CommandFuture, Input, Reply, Requester};
+use crate::metrics::{PushFailure, RemovedBy};
 
 pub const NODE: &str = "admin-stats";
 
@@ -36,6 +39,37 @@ fn stats(ctx: Arc<Ctx>) -> CommandFuture {
             num("users", "Users with registrations", p.users.to_string()),
             num("rooms", "Watched rooms", p.rooms.to_string()),
         ];
+        let m = ctx.push.metrics();
+        fields.push(num("pushes-sent", "Pushes sent", m.sent.get().to_string()));
+        fields.push(num(
+            "pushes-coalesced",
+            "Messages coalesced into a later push",
+            m.coalesced.get().to_string(),
+        ));
+        for kind in PushFailure::ALL {
+            fields.push(num(
+                &format!("pushes-failed-{}", kind.label()),
+                &format!("Push attempts failed ({})", kind.label()),
+                m.failed_count(kind).to_string(),
+            ));
+        }
+        let removed =
+            m.removed_count(RemovedBy::Errors) + m.removed_count(RemovedBy::RemoteDisable);
+        fields.push(num(
+            "registrations-removed",
+            "Registrations removed (errors or remote disable)",
+            removed.to_string(),
+        ));
+        fields.push(num(
+            "pushes-expired",
+            "Pushes dropped as too old",
+            m.expired.get().to_string(),
+        ));
+        fields.push(num(
+            "pushes-pending",
+            "Pushes pending",
+            m.pending.get().to_string(),
+        ));
         let mut rows = Vec::new();
         for name in ctx.store.sink_names() {
             let backlog = ctx.store.sink_queue(&name).map(|q| q.count()).unwrap_or(0);

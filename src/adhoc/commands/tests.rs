@@ -8,7 +8,7 @@ use minidom::Element;
 use super::*;
 use crate::adhoc::{CommandError, Commands, NS_COMMANDS};
 use crate::config::{MucServices, PushSettings};
-use crate::push::{policy, Push, RoomMode};
+use crate::push::{policy, Push};
 
 pub(super) const ALICE: &str = "alice@example.org/phone";
 pub(super) const BOB: &str = "bob@example.org/desk";
@@ -16,19 +16,9 @@ pub(super) const ADMIN: &str = "admin@example.org/console";
 
 pub(super) fn settings() -> PushSettings {
     PushSettings {
-        domains: vec!["example.org".into()],
-        muc_services: MucServices::UnderDomains,
-        max_devices: 5,
         max_rooms_per_user: 2,
         max_rooms: 3,
-        default_room_mode: RoomMode::Always,
-        room_nick: "herald".into(),
-        with_body: false,
-        with_sender: false,
-        important_body: "New Message!".into(),
-        max_errors: 16,
-        session_timeout: Duration::from_secs(600),
-        max_sessions_per_user: 8,
+        ..PushSettings::for_tests(MucServices::UnderDomains)
     }
 }
 

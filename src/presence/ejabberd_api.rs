@@ -70,6 +70,8 @@ pub enum ApiError {
     Json(#[from] serde_json::Error),
     #[error("the answer is larger than {MAX_ANSWER_BYTES} bytes")]
     TooLarge,
+    #[error("herald is stopping")]
+    Stopped,
     #[error("no answer within {0:?}")]
     Timeout(Duration),
 }
@@ -91,17 +93,25 @@ pub fn client() -> reqwest::Client {
         .unwrap_or_default()
 }
 
-/// Reads the connected sessions, within `timeout`.
+/// Reads the connected sessions, within `timeout`, on `runtime` (the presence service's own
+/// runtime has no I/O driver).
 pub fn read_sessions(
+    runtime: &tokio::runtime::Handle,
     client: reqwest::Client,
     api: EjabberdApiSettings,
     epoch: u64,
     timeout: Duration,
 ) -> ApiFuture {
-    Box::pin(async move {
-        let sessions = match tokio::time::timeout(timeout, fetch(&client, &api)).await {
+    let task = runtime.spawn(async move {
+        match tokio::time::timeout(timeout, fetch(&client, &api)).await {
             Ok(result) => result,
             Err(_) => Err(ApiError::Timeout(timeout)),
+        }
+    });
+    Box::pin(async move {
+        let sessions = match task.await {
+            Ok(result) => result,
+            Err(_) => Err(ApiError::Stopped),
         };
         ApiAnswer { epoch, sessions }
     })

@@ -40,7 +40,8 @@ use crate::xmpp::IqError;
 
 /// Most checks per second, also right after a reconnect when every resource is due.
 pub const MAX_RATE: f64 = 1000.0;
-/// Longest wait for one answer; no answer keeps the resource online.
+/// Longest wait for one answer (or `liveness_interval`, if shorter); no answer keeps the
+/// resource online.
 pub const CHECK_TIMEOUT: Duration = Duration::from_secs(30);
 /// Most checks waiting for their answers at once.
 pub const MAX_IN_FLIGHT: usize = 4096;
@@ -272,7 +273,7 @@ fn no_session(
 }
 
 /// Checks one resource: a ping, confirmed by a disco#info when it fails as if nobody were there.
-pub async fn check(handle: &XmppHandle, jid: &str) -> Verdict {
+pub async fn check(handle: &XmppHandle, jid: &str, timeout: Duration) -> Verdict {
     let me = handle.jid().to_owned();
     for (i, iq) in [
         stanza::ping("", &me, jid),
@@ -282,7 +283,7 @@ pub async fn check(handle: &XmppHandle, jid: &str) -> Verdict {
     .enumerate()
     {
         let answer = match handle.request(Lane::Priority, iq).await {
-            Ok(wait) => tokio::time::timeout(CHECK_TIMEOUT, wait).await,
+            Ok(wait) => tokio::time::timeout(timeout, wait).await,
             Err(_) => return Verdict::Unknown,
         };
         match no_session(&answer) {
@@ -299,6 +300,7 @@ pub async fn check(handle: &XmppHandle, jid: &str) -> Verdict {
 #[tracing::instrument(name = "liveness", skip_all)]
 pub async fn run(handle: XmppHandle, interval: Duration, mut task: LivenessTask) {
     let mut schedule = Schedule::new(interval);
+    let timeout = CHECK_TIMEOUT.min(interval);
     let mut active = false;
     let mut in_flight: FuturesUnordered<BoxFuture<'static, (Arc<str>, Instant, Verdict)>> =
         FuturesUnordered::new();
@@ -329,7 +331,7 @@ pub async fn run(handle: XmppHandle, interval: Duration, mut task: LivenessTask)
                 for jid in schedule.due(now, MAX_IN_FLIGHT - in_flight.len()) {
                     let handle = handle.clone();
                     in_flight.push(Box::pin(async move {
-                        let verdict = check(&handle, &jid).await;
+                        let verdict = check(&handle, &jid, timeout).await;
                         (jid, now, verdict)
                     }));
                 }

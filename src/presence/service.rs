@@ -101,8 +101,8 @@ pub struct PresenceService {
     liveness: Option<LivenessSide>,
     /// Verdicts of the liveness loop (taken by [`PresenceService::run`]).
     gone: Option<mpsc::Receiver<Gone>>,
-    /// `[presence.ejabberd_api]` and its client.
-    api: Option<(EjabberdApiSettings, reqwest::Client)>,
+    /// `[presence.ejabberd_api]`, its client, and the runtime its requests run on.
+    api: Option<(EjabberdApiSettings, reqwest::Client, tokio::runtime::Handle)>,
     /// The API read to start (taken by [`PresenceService::run`]).
     api_request: Option<ApiFuture>,
     /// An API read of this connection is under way: the snapshot waits for it.
@@ -136,11 +136,18 @@ impl PresenceService {
             ),
             None => (None, None),
         };
-        let api = ctx
-            .settings
-            .ejabberd_api
-            .clone()
-            .map(|api| (api, ejabberd_api::client()));
+        // Created on the main runtime, whose I/O driver the API's requests need.
+        let api = match (
+            ctx.settings.ejabberd_api.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            (Some(api), Ok(runtime)) => Some((api, ejabberd_api::client(), runtime)),
+            (Some(_), Err(_)) => {
+                error!("presence.ejabberd_api is set but the presence service was created outside a runtime; the admin API is not read");
+                None
+            }
+            (None, _) => None,
+        };
         let service = PresenceService {
             tracker,
             liveness,
@@ -466,7 +473,7 @@ impl PresenceService {
     /// Starts this connection's read of ejabberd's admin API, if one is configured (once per
     /// connection: at the first advertisement that grants presence).
     fn request_api_snapshot(&mut self) {
-        let Some((api, client)) = &self.api else {
+        let Some((api, client, runtime)) = &self.api else {
             return;
         };
         if self.api_pending || self.api_snapshot {
@@ -474,6 +481,7 @@ impl PresenceService {
         }
         self.api_pending = true;
         self.api_request = Some(ejabberd_api::read_sessions(
+            runtime,
             client.clone(),
             api.clone(),
             self.epoch,

@@ -759,7 +759,7 @@ fn ejabberd_api_settings(raw: EjabberdApiConfig, p: &mut Problems) -> Option<Eja
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => true,
         _ => {
             p.push(
-                &format!("{key}.url"),
+                format!("{key}.url"),
                 format!("{:?} is not an http or https URL", raw.url),
             );
             false

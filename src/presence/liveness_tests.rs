@@ -202,7 +202,7 @@ async fn answered_check(answers: [&'static str; 2]) -> (Verdict, usize) {
     });
     let verdict = tokio::time::timeout(
         Duration::from_secs(5),
-        check(&handle, "bob@localhost/phone"),
+        check(&handle, "bob@localhost/phone", CHECK_TIMEOUT),
     )
     .await
     .unwrap_or(Verdict::Unknown);

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need: a real Prosody with mod_privilege (XEP-0356) from
-# prosody-modules. Idempotent: does nothing when both are present.
+# prosody-modules, and Debian's ejabberd. Idempotent: does nothing when all are present.
 #
 # The tests start their own Prosody instances (tests/support/prosody.rs) on free loopback ports with
 # their own config and data dir, so the system service is neither needed nor wanted: apt is kept from
-# starting it (policy-rc.d), and a system prosody that is already running is stopped.
+# starting it (policy-rc.d), and a system prosody that is already running is stopped. The same holds
+# for ejabberd (tests/support/ejabberd.rs runs `erl` directly with its own config).
 set -euo pipefail
 
 log() { echo "install-test-deps: $*"; }
@@ -51,6 +52,13 @@ if ! find_mod_privilege >/dev/null; then
     log "mod_privilege (prosody-modules) is missing"
     need_install=1
 fi
+find_ejabberd() {
+    ls -d /usr/lib/x86_64-linux-gnu/ejabberd-*/ebin /usr/lib/*/ejabberd-*/ebin 2>/dev/null | head -n1
+}
+if ! command -v erl >/dev/null 2>&1 || [ -z "$(find_ejabberd)" ]; then
+    log "ejabberd is missing"
+    need_install=1
+fi
 
 if [ "$need_install" -eq 1 ]; then
     policy=/usr/sbin/policy-rc.d
@@ -70,13 +78,13 @@ if [ "$need_install" -eq 1 ]; then
     fi
     log "apt-get update"
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    log "apt-get install prosody prosody-modules"
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody prosody-modules >/dev/null
+    log "apt-get install prosody prosody-modules ejabberd"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prosody prosody-modules ejabberd >/dev/null
     cleanup
     created_policy=0
     trap - EXIT
 else
-    log "prosody and mod_privilege already installed, nothing to install"
+    log "prosody, mod_privilege and ejabberd already installed, nothing to install"
 fi
 
 if ! command -v prosody >/dev/null 2>&1; then
@@ -89,6 +97,11 @@ mod="$(find_mod_privilege)" || {
 }
 log "prosody: $(command -v prosody) ($(dpkg-query -W -f='${Version}' prosody 2>/dev/null || echo unknown version))"
 log "mod_privilege: $mod"
+if [ -z "$(find_ejabberd)" ]; then
+    echo "install-test-deps: ejabberd still missing after install" >&2
+    exit 1
+fi
+log "ejabberd: $(find_ejabberd) ($(dpkg-query -W -f='${Version}' ejabberd 2>/dev/null || echo unknown version))"
 
 # A system prosody is not used by the tests; stop it only if it is running (it holds 5222/5269/5347 on
 # all interfaces otherwise). Note: Debian 12's /etc/init.d/prosody `stop` is a silent no-op (it

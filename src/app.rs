@@ -21,7 +21,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::config::Settings;
+use crate::config::{LivenessMode, Settings};
 use crate::events::fanout::Fanout;
 use crate::http::HttpContext;
 use crate::metrics::Metrics;
@@ -173,6 +173,17 @@ pub async fn run_with(
         ));
         lanes.push(lane);
     }
+    // Liveness checks (presence.liveness): a task of their own, fed and stopped by the presence
+    // service (it ends when the service drops its end of the channels).
+    let liveness = (settings.presence.liveness != LivenessMode::Off).then(|| {
+        let (link, task) = crate::presence::liveness::channel();
+        tokio::spawn(crate::presence::liveness::run(
+            handle.clone(),
+            settings.presence.liveness_interval,
+            task,
+        ));
+        link
+    });
     let (service, reader) = PresenceService::new(
         store.clone(),
         PresenceContext {
@@ -181,6 +192,7 @@ pub async fn run_with(
             fanout: Fanout::new(lanes.clone()),
             handle: handle.clone(),
             metrics: metrics.presence(),
+            liveness,
         },
     )?;
     let _ = push.presence.set(reader.clone());

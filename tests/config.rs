@@ -235,7 +235,7 @@ fn unknown_keys_are_rejected_with_their_path() {
         errors.0,
         vec![ConfigProblem::new(
             "presence.chnages",
-            "unknown key (expected one of: source, changes, snapshot_timeout, snapshot, max_status_bytes)"
+            "unknown key (expected one of: source, changes, snapshot_timeout, snapshot, max_status_bytes, liveness, liveness_interval, ejabberd_api)"
         )]
     );
 }
@@ -1148,5 +1148,37 @@ fn bad_push_values_are_each_reported_with_their_key() {
             "push.session_timeout",
         ],
         "{errors}"
+    );
+}
+
+#[test]
+fn liveness_and_ejabberd_api_are_read_and_checked() {
+    let s = ok(parse(&format!(
+        "{MINIMAL}[presence]\nliveness = \"on\"\nliveness_interval = \"2s\"\n[presence.ejabberd_api]\nurl = \"http://127.0.0.1:5280/api/\"\ntoken = \"abc\"\n"
+    )));
+    assert_eq!(s.presence.liveness, herald::config::LivenessMode::On);
+    assert_eq!(s.presence.liveness_interval, Duration::from_secs(2));
+    let api = s.presence.ejabberd_api.expect("api configured");
+    assert_eq!(api.url, "http://127.0.0.1:5280/api");
+    assert_eq!(
+        api.token.map(|t| t.expose().to_owned()).as_deref(),
+        Some("abc")
+    );
+    let defaults = ok(parse(MINIMAL));
+    assert_eq!(
+        defaults.presence.liveness,
+        herald::config::LivenessMode::Auto
+    );
+    assert_eq!(
+        defaults.presence.liveness_interval,
+        Duration::from_secs(300)
+    );
+    assert!(defaults.presence.ejabberd_api.is_none());
+    let errors = rejected(&format!(
+        "{MINIMAL}[presence]\nliveness_interval = \"10ms\"\n[presence.ejabberd_api]\nurl = \"ftp://x\"\n"
+    ));
+    assert_eq!(
+        keys(&errors),
+        ["presence.liveness_interval", "presence.ejabberd_api.url"]
     );
 }

@@ -75,6 +75,9 @@ pub(super) const ENV_STRING_KEYS: &[&str] = &[
     "http.listen",
     "http.token",
     "http.token_file",
+    "presence.ejabberd_api.url",
+    "presence.ejabberd_api.token",
+    "presence.ejabberd_api.token_file",
 ];
 /// Name of the environment layer in figment metadata; used to say where a bad value came from.
 pub(super) const ENV_SOURCE: &str = "`HERALD_` environment variable(s)";
@@ -97,6 +100,10 @@ pub(super) const MIN_STANZA_BYTES: usize = 4096;
 pub(super) const MAX_STANZA_BYTES: usize = 16 * 1024 * 1024;
 /// Default and bounds of `presence.max_status_bytes`.
 pub const DEFAULT_MAX_STATUS_BYTES: usize = 1024;
+/// Default `presence.liveness_interval`.
+pub const DEFAULT_LIVENESS_INTERVAL: Duration = Duration::from_secs(5 * 60);
+/// Shortest `presence.liveness_interval`.
+pub const MIN_LIVENESS_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `http.listen`.
 pub const DEFAULT_HTTP_LISTEN: &str = "127.0.0.1:8347";
 /// Shortest `http.token`.

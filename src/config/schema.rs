@@ -83,6 +83,28 @@ impl SnapshotMode {
     }
 }
 
+/// Whether herald checks that the resources it believes online still are (XEP-0199 pings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LivenessMode {
+    /// On unless the server's disco#info identity names a server that forwards the
+    /// unavailable it makes itself when a client vanishes (Prosody).
+    #[default]
+    Auto,
+    /// Always check (e.g. ejabberd 23.01, which never forwards such an unavailable).
+    On,
+    /// Never check.
+    Off,
+}
+
+impl LivenessMode {
+    /// Whether `auto` checks on a server that names itself `name`: only Prosody is known to
+    /// forward the unavailable of every session that ends.
+    pub fn auto_for_server(name: Option<&str>) -> bool {
+        !name.is_some_and(|n| n.to_ascii_lowercase().contains("prosody"))
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Raw schema: what the layers deserialise into (defaults are serde defaults)
 // ---------------------------------------------------------------------------------------------
@@ -231,6 +253,35 @@ pub struct PresenceConfig {
     /// Longest status text kept and forwarded, in bytes (64..=65536); a longer one is cut at a
     /// character boundary. Default: `1024`. Example: `max_status_bytes = 512`.
     pub max_status_bytes: usize,
+    /// Whether herald pings the resources it believes online to find those whose session ended
+    /// without a forwarded unavailable: `"auto"` (on unless the server is Prosody, which
+    /// forwards them), `"on"` or `"off"`. Default: `"auto"`. Example: `liveness = "on"`.
+    pub liveness: LivenessMode,
+    /// How often each online resource is checked, spread evenly (at least 1s, at most `"1h"`).
+    /// Default: `"5m"`. Example: `liveness_interval = "10m"`.
+    #[serde(with = "humantime_serde")]
+    pub liveness_interval: Duration,
+    /// `[presence.ejabberd_api]`: ejabberd's admin API (`mod_http_api`), read at each
+    /// (re)connect for the sessions already online (ejabberd sends no presence snapshot).
+    /// Default: none. Example: `ejabberd_api = { url = "http://127.0.0.1:5280/api" }`.
+    pub ejabberd_api: Option<EjabberdApiConfig>,
+}
+
+/// `[presence.ejabberd_api]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EjabberdApiConfig {
+    /// The base URL of `mod_http_api` (herald POSTs to `<url>/connected_users_info`), http or
+    /// https. Required. Example: `url = "http://127.0.0.1:5280/api"`.
+    pub url: String,
+    /// A bearer token (`Authorization: Bearer <token>`, an ejabberd OAuth token with the
+    /// `connected_users_info` scope); at most one of `token` and `token_file`; neither sends no
+    /// `Authorization` (for `api_permissions` that allow loopback by IP). No default.
+    /// Example: `token = "eyJ…"`.
+    pub token: Option<Secret>,
+    /// A file holding the token (trailing whitespace and newline trimmed). No default.
+    /// Example: `token_file = "/run/secrets/ejabberd-api"`.
+    pub token_file: Option<PathBuf>,
 }
 
 impl Default for PresenceConfig {
@@ -241,6 +292,9 @@ impl Default for PresenceConfig {
             snapshot_timeout: Duration::from_secs(30),
             snapshot: SnapshotMode::default(),
             max_status_bytes: DEFAULT_MAX_STATUS_BYTES,
+            liveness: LivenessMode::default(),
+            liveness_interval: DEFAULT_LIVENESS_INTERVAL,
+            ejabberd_api: None,
         }
     }
 }

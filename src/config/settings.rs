@@ -68,6 +68,19 @@ pub struct PresenceSettings {
     pub snapshot: SnapshotMode,
     /// In 64..=65536.
     pub max_status_bytes: usize,
+    pub liveness: LivenessMode,
+    /// At least [`MIN_LIVENESS_INTERVAL`], at most [`MAX_TIMER`].
+    pub liveness_interval: Duration,
+    pub ejabberd_api: Option<EjabberdApiSettings>,
+}
+
+/// `[presence.ejabberd_api]`, validated.
+#[derive(Debug, Clone)]
+pub struct EjabberdApiSettings {
+    /// An http or https URL without a trailing `/`.
+    pub url: String,
+    /// From `token` or `token_file`; non-empty, no whitespace.
+    pub token: Option<Secret>,
 }
 
 /// One `[[sinks.xmpp]]`, validated and resolved.
@@ -369,8 +382,33 @@ pub(super) fn presence_settings(raw: PresenceConfig, p: &mut Problems) -> Option
         );
         ok = false;
     }
+    if raw.liveness_interval < MIN_LIVENESS_INTERVAL {
+        p.push(
+            "presence.liveness_interval",
+            format!(
+                "must be at least {}",
+                humantime::format_duration(MIN_LIVENESS_INTERVAL)
+            ),
+        );
+        ok = false;
+    } else {
+        ok &= at_most(
+            "presence.liveness_interval",
+            raw.liveness_interval,
+            MAX_TIMER,
+            p,
+        );
+    }
+    let ejabberd_api = match raw.ejabberd_api {
+        None => Some(None),
+        Some(api) => ejabberd_api_settings(api, p).map(Some),
+    };
+    ok &= ejabberd_api.is_some();
     ok.then_some(PresenceSettings {
         max_status_bytes: raw.max_status_bytes,
+        liveness: raw.liveness,
+        liveness_interval: raw.liveness_interval,
+        ejabberd_api: ejabberd_api.flatten(),
         source: raw.source,
         changes: raw.changes,
         snapshot_timeout: raw.snapshot_timeout,
@@ -712,6 +750,46 @@ pub(super) fn http_settings(raw: HttpConfig, p: &mut Problems) -> Option<HttpSet
         listen: listen?,
         token: token?,
     })
+}
+
+fn ejabberd_api_settings(raw: EjabberdApiConfig, p: &mut Problems) -> Option<EjabberdApiSettings> {
+    let key = "presence.ejabberd_api";
+    let url = raw.url.trim_end_matches('/').to_owned();
+    let url_ok = match Url::parse(&url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => true,
+        _ => {
+            p.push(
+                format!("{key}.url"),
+                format!("{:?} is not an http or https URL", raw.url),
+            );
+            false
+        }
+    };
+    let token = match (raw.token, &raw.token_file) {
+        (Some(_), Some(_)) => {
+            p.push(key, "set at most one of token or token_file");
+            None
+        }
+        (None, None) => Some(None),
+        (Some(token), None) => check_api_token(&format!("{key}.token"), token, p).map(Some),
+        (None, Some(path)) => read_secret_file(&format!("{key}.token_file"), path, p)
+            .and_then(|t| check_api_token(&format!("{key}.token_file"), t, p))
+            .map(Some),
+    };
+    let token = token?;
+    url_ok.then_some(EjabberdApiSettings { url, token })
+}
+
+fn check_api_token(key: &str, token: Secret, p: &mut Problems) -> Option<Secret> {
+    let t = token.expose();
+    if t.is_empty() || t.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        p.push(
+            key,
+            "must be non-empty, without whitespace or control characters",
+        );
+        return None;
+    }
+    Some(token)
 }
 
 fn check_http_token(key: &str, token: Secret, p: &mut Problems) -> Option<Secret> {

@@ -28,12 +28,15 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, error, info, warn};
 
+use super::ejabberd_api::{self, ApiAnswer, ApiFuture};
 use super::forwarded::{interpret, Ignored, TextLimits};
+use super::liveness::{Gone, LivenessLink};
+use super::liveness_side::LivenessSide;
 use super::privileges::{missing_presence_help, Privileges};
 use super::probe::{ProbeAnswer, ProbeFuture, Probes};
 use super::query::{PresenceReader, PresenceStats, Query, Readiness, ResourceView, TableView};
 use super::tracker::{Outcome, ResourceState, StoreOp, Tracker};
-use crate::config::{PresenceSettings, SnapshotMode};
+use crate::config::{EjabberdApiSettings, PresenceSettings, SnapshotMode};
 use crate::events::fanout::Fanout;
 use crate::events::{now_millis, PresenceEvent};
 use crate::metrics::PresenceMetrics;
@@ -56,6 +59,9 @@ pub struct PresenceContext {
     pub fanout: Fanout,
     pub handle: XmppHandle,
     pub metrics: PresenceMetrics,
+    /// The liveness check loop's channels ([`super::liveness::run`]); `None` when
+    /// `presence.liveness = "off"`.
+    pub liveness: Option<LivenessLink>,
 }
 
 pub struct PresenceService {
@@ -92,6 +98,19 @@ pub struct PresenceService {
     queries: mpsc::Receiver<Query>,
     metrics: PresenceMetrics,
     readiness: watch::Sender<Readiness>,
+    liveness: Option<LivenessSide>,
+    /// Verdicts of the liveness loop (taken by [`PresenceService::run`]).
+    gone: Option<mpsc::Receiver<Gone>>,
+    /// `[presence.ejabberd_api]`, its client, and the runtime its requests run on.
+    api: Option<(EjabberdApiSettings, reqwest::Client, tokio::runtime::Handle)>,
+    /// The API read to start (taken by [`PresenceService::run`]).
+    api_request: Option<ApiFuture>,
+    /// An API read of this connection is under way: the snapshot waits for it.
+    api_pending: bool,
+    /// The API answered on this connection: its sessions are a snapshot.
+    api_snapshot: bool,
+    /// Every probe of this connection confirmed the end of the server's snapshot.
+    probes_done: bool,
 }
 
 impl PresenceService {
@@ -105,8 +124,39 @@ impl PresenceService {
         );
         let seq = store.seq_allocator()?;
         let (reader, queries, readiness) = PresenceReader::new();
+        let tracker = Tracker::restore(ctx.settings.changes, table);
+        let (liveness, gone) = match ctx.liveness {
+            Some(link) => (
+                Some(LivenessSide::new(
+                    link.changes,
+                    ctx.settings.liveness,
+                    tracker.iter().map(|(jid, _)| jid),
+                )),
+                Some(link.gone),
+            ),
+            None => (None, None),
+        };
+        // Created on the main runtime, whose I/O driver the API's requests need.
+        let api = match (
+            ctx.settings.ejabberd_api.clone(),
+            tokio::runtime::Handle::try_current(),
+        ) {
+            (Some(api), Ok(runtime)) => Some((api, ejabberd_api::client(), runtime)),
+            (Some(_), Err(_)) => {
+                error!("presence.ejabberd_api is set but the presence service was created outside a runtime; the admin API is not read");
+                None
+            }
+            (None, _) => None,
+        };
         let service = PresenceService {
-            tracker: Tracker::restore(ctx.settings.changes, table),
+            tracker,
+            liveness,
+            gone,
+            api,
+            api_request: None,
+            api_pending: false,
+            api_snapshot: false,
+            probes_done: false,
             privileges: Privileges::default(),
             committed_seq: seq.last_issued(),
             seq,
@@ -146,8 +196,13 @@ impl PresenceService {
     #[tracing::instrument(name = "presence", skip_all)]
     pub async fn run(mut self, mut inbound: mpsc::Receiver<Vec<PresenceInbound>>) {
         let mut answers: FuturesUnordered<ProbeFuture> = FuturesUnordered::new();
+        let mut api_answers: FuturesUnordered<ApiFuture> = FuturesUnordered::new();
+        let mut gone = self.gone.take();
         let mut queries_open = true;
         loop {
+            if let Some(request) = self.api_request.take() {
+                api_answers.push(request);
+            }
             let snapshot_deadline = self.snapshot_deadline;
             let advert_deadline = self.advert_deadline;
             tokio::select! {
@@ -169,13 +224,24 @@ impl PresenceService {
                     }
                     self.on_probe_answer(answer);
                 }
+                Some(answer) = api_answers.next(), if !api_answers.is_empty() => {
+                    self.on_api_answer(answer);
+                }
+                verdict = recv_opt(&mut gone) => match verdict {
+                    Some(verdict) => self.on_gone(verdict),
+                    None => gone = None,
+                },
                 query = self.queries.recv(), if queries_open => match query {
                     Some(q) => self.answer(q),
                     None => queries_open = false,
                 },
                 _ = sleep_until_opt(snapshot_deadline) => {
                     warn!(timeout = ?self.snapshot_timeout, "the server did not confirm the end of its presence snapshot in time; closing it");
+                    self.api_pending = false;
                     self.finish_snapshot();
+                    if let Some(l) = &mut self.liveness {
+                        l.decide();
+                    }
                 }
                 _ = sleep_until_opt(advert_deadline) => {
                     self.advert_deadline = None;
@@ -260,6 +326,12 @@ impl PresenceService {
         self.warned.clear();
         self.saw_snapshot = false;
         self.server_snapshot = SnapshotMode::Auto;
+        self.api_pending = false;
+        self.api_snapshot = false;
+        self.probes_done = false;
+        if let Some(l) = &mut self.liveness {
+            l.connected();
+        }
         self.advert_deadline = Some(Instant::now() + self.snapshot_timeout);
         if self.snapshot != SnapshotMode::Never {
             self.tracker.begin_snapshot();
@@ -324,7 +396,11 @@ impl PresenceService {
             ..adv
         });
         self.publish_readiness();
-        self.probes.probe(&self.handle, &domain).await
+        let probe = self.probes.probe(&self.handle, &domain).await;
+        if probe.is_some() {
+            self.request_api_snapshot();
+        }
+        probe
     }
 
     fn on_presence(&mut self, p: &PresenceStanza) {
@@ -359,6 +435,10 @@ impl PresenceService {
             return;
         }
         self.saw_snapshot |= f.delayed;
+        if let (Some(l), super::tracker::Update::Available { .. }) = (&mut self.liveness, &f.update)
+        {
+            l.seen(f.from.as_str());
+        }
         if let Some(outcome) =
             self.tracker
                 .apply(f.from.as_str(), f.update, f.delayed, now_millis())
@@ -376,7 +456,62 @@ impl PresenceService {
             info!(server = %answer.domain, software = %name, snapshot = ?kind, "server identified");
             self.server_snapshot = kind;
         }
+        if let Some(l) = &mut self.liveness {
+            l.server_known(answer.software.as_deref());
+            if self.probes.outstanding() == 0 {
+                l.decide();
+            }
+        }
         if answer.snapshot_end && self.probes.outstanding() == 0 {
+            self.probes_done = true;
+            if !self.api_pending {
+                self.finish_snapshot();
+            }
+        }
+    }
+
+    /// Starts this connection's read of ejabberd's admin API, if one is configured (once per
+    /// connection: at the first advertisement that grants presence).
+    fn request_api_snapshot(&mut self) {
+        let Some((api, client, runtime)) = &self.api else {
+            return;
+        };
+        if self.api_pending || self.api_snapshot {
+            return;
+        }
+        self.api_pending = true;
+        self.api_request = Some(ejabberd_api::read_sessions(
+            runtime,
+            client.clone(),
+            api.clone(),
+            self.epoch,
+            self.snapshot_timeout,
+        ));
+    }
+
+    /// Applies the API's sessions as snapshot presences; the snapshot ends once the probes are
+    /// answered too.
+    fn on_api_answer(&mut self, answer: ApiAnswer) {
+        if answer.epoch != self.epoch || !self.api_pending {
+            return;
+        }
+        self.api_pending = false;
+        match answer.sessions {
+            Ok(sessions) => {
+                info!(
+                    sessions = sessions.len(),
+                    "sessions read from the ejabberd admin API"
+                );
+                self.api_snapshot = true;
+                for presence in sessions.iter().filter_map(|s| s.presence()) {
+                    self.on_presence(&presence);
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the connected sessions from the ejabberd admin API (presence.ejabberd_api); users online before this connection stay unknown until they change presence");
+            }
+        }
+        if self.probes_done {
             self.finish_snapshot();
         }
     }
@@ -396,6 +531,8 @@ impl PresenceService {
             return;
         }
         let mode = match self.snapshot {
+            // The admin API's sessions are a complete snapshot.
+            SnapshotMode::Auto if self.api_snapshot => SnapshotMode::Always,
             SnapshotMode::Auto => self.server_snapshot,
             configured => configured,
         };
@@ -432,8 +569,28 @@ impl PresenceService {
                 }
             }
         }
+        if let Some(l) = &self.liveness {
+            match &outcome.store {
+                StoreOp::Put(jid, _) => l.online(jid),
+                StoreOp::Delete(jid) => l.offline(jid),
+                StoreOp::Nothing => {}
+            }
+        }
         if outcome.store != StoreOp::Nothing {
             self.pending_ops.push(outcome.store);
+        }
+    }
+
+    /// A liveness check found `gone.jid` without a session: it is reported offline
+    /// (`source: "liveness"`) unless a presence of it arrived since the check began.
+    fn on_gone(&mut self, gone: Gone) {
+        if !self.liveness.as_ref().is_some_and(|l| l.accept(&gone)) {
+            debug!(jid = %gone.jid, "a liveness verdict was overtaken by a presence; ignored");
+            return;
+        }
+        if let Some(outcome) = self.tracker.vanish(&gone.jid) {
+            info!(jid = %gone.jid, "the server has no session for this resource any more; reported offline");
+            self.settle(outcome);
         }
     }
 
@@ -469,6 +626,13 @@ fn resource_view((jid, state): (String, ResourceState)) -> ResourceView {
         status: state.status.map(String::from),
         priority: state.priority,
         since_ms: state.since_ms,
+    }
+}
+
+async fn recv_opt<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

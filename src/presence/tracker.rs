@@ -325,6 +325,12 @@ impl Tracker {
         })
     }
 
+    /// A liveness check found the resource gone: removes it with an unavailable
+    /// [`Source::Liveness`] event; `None` if it was not online.
+    pub fn vanish(&mut self, full_jid: &str) -> Option<Outcome> {
+        self.remove(full_jid, Source::Liveness)
+    }
+
     /// A (re)connect happened: the server may now send its snapshot. Every resource known now
     /// must be confirmed by a presence before [`Tracker::end_snapshot`]. Calling it again during a
     /// snapshot starts over.

@@ -151,7 +151,17 @@ impl XmppHandle {
             self.tracker.forget(&id);
             return Err(IqError::Closed);
         }
-        Ok(async move { answer.await.unwrap_or(Err(IqError::Closed)) })
+        // A caller that stops waiting (its deadline passed) drops the future: the guard then
+        // forgets the request, so unanswered IQs do not pile up until the next reconnect.
+        let guard = ForgetOnDrop {
+            tracker: self.tracker.clone(),
+            id,
+        };
+        Ok(async move {
+            let answer = answer.await.unwrap_or(Err(IqError::Closed));
+            drop(guard);
+            answer
+        })
     }
 
     /// [`XmppHandle::request`] on the bulk lane, behind the bulk stanzas queued before it.
@@ -160,5 +170,17 @@ impl XmppHandle {
         iq: Element,
     ) -> Result<impl Future<Output = Result<Element, IqError>> + Send + 'static, IqError> {
         self.request(Lane::Bulk, iq).await
+    }
+}
+
+/// Forgets a pending request when its wait is dropped (after an answer it is gone already).
+struct ForgetOnDrop {
+    tracker: IqTracker,
+    id: String,
+}
+
+impl Drop for ForgetOnDrop {
+    fn drop(&mut self) {
+        self.tracker.forget(&self.id);
     }
 }

@@ -12,6 +12,7 @@
 
 pub mod adhoc;
 pub mod client;
+pub mod ejabberd;
 pub mod herald;
 pub mod muc;
 pub mod prosody;

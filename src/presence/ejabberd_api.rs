@@ -56,6 +56,7 @@ impl Session {
                 .map(|p| p.clamp(i64::from(i8::MIN), i64::from(i8::MAX)).to_string()),
             delayed: true,
             muc_user: false,
+            muc: None,
         })
     }
 }

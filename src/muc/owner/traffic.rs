@@ -125,6 +125,7 @@ impl Owner {
             debug!(room = %name, "groupchat while herald is not joined; dropped");
             return;
         }
+        debug!(room = %name, id = el.attr("id").unwrap_or_default(), watchers = room.watchers.len(), "groupchat message handed to the push owner");
         let msg = RoomMessage {
             room: name,
             own_nick: room.nick.clone(),

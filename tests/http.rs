@@ -64,8 +64,7 @@ async fn login_world(p: &Prosody) -> World {
 
 /// `cfg` with an `[http]` section.
 fn with_http(cfg: &Config, http: &str) -> Settings {
-    let toml = format!("{}\n[http]\n{http}\n", cfg.toml());
-    herald::config::load_str(&toml).unwrap_or_else(|e| panic!("config rejected:\n{e}\n{toml}"))
+    cfg.clone().http(http).settings()
 }
 
 fn base(o: &Observers) -> String {

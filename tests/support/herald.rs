@@ -43,6 +43,7 @@ pub struct Config {
     presence: Vec<String>,
     xmpp_sink: bool,
     webhooks: Vec<String>,
+    http: Option<String>,
 }
 
 impl Config {
@@ -57,6 +58,7 @@ impl Config {
             presence: Vec::new(),
             xmpp_sink: false,
             webhooks: Vec::new(),
+            http: None,
         }
     }
 
@@ -84,6 +86,13 @@ impl Config {
         self
     }
 
+    /// Sets `[http]` to `lines` (TOML). Without it the listener is on a free loopback port, so
+    /// tests running at once never compete for herald's default port.
+    pub fn http(mut self, lines: &str) -> Config {
+        self.http = Some(lines.to_owned());
+        self
+    }
+
     /// Adds a `[[sinks.webhook]]` whose body is `body` (TOML).
     pub fn webhook(mut self, body: &str) -> Config {
         self.webhooks.push(body.to_owned());
@@ -105,6 +114,8 @@ impl Config {
         for body in &self.webhooks {
             toml.push_str(&format!("\n[[sinks.webhook]]\n{}\n", body.trim_end()));
         }
+        let http = self.http.as_deref().unwrap_or("listen = \"127.0.0.1:0\"");
+        toml.push_str(&format!("\n[http]\n{http}\n"));
         toml
     }
 

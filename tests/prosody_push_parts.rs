@@ -138,6 +138,16 @@ async fn the_test_app_servers_answer_as_configured_count_and_disable_remotely() 
     assert_eq!(broken.expect_publish(T, "2nd").await.secret(), Some("k3y"));
     assert_eq!(broken.count(), 2);
 
+    // An answer set for one node wins over the default.
+    broken.set_answer_for("other", Answer::Result);
+    let other = push_publish_payload("other", &fields, None);
+    let a = herald.request("set", BROKEN, &other, T).await;
+    assert_eq!(a.attr("type"), Some("result"), "{}", to_xml(&a));
+    assert_eq!(
+        broken.expect_publish(T, "other").await.answered,
+        Answer::Result
+    );
+
     // Silent: the publish arrives, no answer is sent.
     broken.set_answer(Answer::Silent);
     herald
@@ -186,6 +196,24 @@ async fn the_test_app_servers_answer_as_configured_count_and_disable_remotely() 
         (aff.attr("jid"), aff.attr("affiliation")),
         (Some("alice@localhost"), Some("none"))
     );
+
+    // A ping from an app server is answered to it (the stand-in answers by hand).
+    let ping = tokio::spawn(async move {
+        let pong = broken.ping(HERALD, T).await;
+        (broken, pong)
+    });
+    let req = herald
+        .next_matching(T, |el| el.name() == "iq" && el.attr("type") == Some("get"))
+        .await
+        .expect("the ping");
+    let id = req.attr("id").unwrap().to_owned();
+    herald
+        .send_xml(&format!(
+            "<iq type='result' from='{HERALD}' to='{BROKEN}' id='{id}'/>"
+        ))
+        .await;
+    let (broken, pong) = ping.await.unwrap();
+    assert_eq!(pong.attr("type"), Some("result"));
 
     herald.close().await;
     apps.close().await;

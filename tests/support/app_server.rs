@@ -1,7 +1,7 @@
 //! XEP-0114 components of the test's own on a real Prosody: a raw component connection
 //! ([`RawComponent`]: handshake, send, wait for stanzas, IQ requests) and, on top of it, a push app
 //! server ([`AppServer`]) that answers every pubsub publish with what the test configured (a result,
-//! a given error, or nothing at all), records each publish it got, and can send XEP-0357's
+//! a given error, or nothing at all; per node if wanted), records each publish it got, and can send XEP-0357's
 //! remote-disable message.
 //!
 //! The connection reads plain `minidom` elements (no stanza parsing), so nothing it receives can end
@@ -322,6 +322,7 @@ impl Publish {
 
 struct Shared {
     answer: Answer,
+    by_node: std::collections::HashMap<String, Answer>,
     publishes: usize,
 }
 
@@ -336,6 +337,8 @@ pub struct AppServer {
     pub jid: String,
     shared: Arc<Mutex<Shared>>,
     publishes: mpsc::UnboundedReceiver<Publish>,
+    /// Stanzas that are not IQ requests (answers to [`AppServer::ping`], messages).
+    others: mpsc::UnboundedReceiver<Element>,
     cmd_tx: mpsc::UnboundedSender<AppCmd>,
     task: JoinHandle<RawComponent>,
 }
@@ -347,15 +350,18 @@ impl AppServer {
         let comp = RawComponent::connect(addr, jid, secret).await;
         let shared = Arc::new(Mutex::new(Shared {
             answer,
+            by_node: Default::default(),
             publishes: 0,
         }));
         let (pub_tx, publishes) = mpsc::unbounded_channel();
+        let (other_tx, others) = mpsc::unbounded_channel();
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(serve(comp, shared.clone(), pub_tx, cmd_rx));
+        let task = tokio::spawn(serve(comp, shared.clone(), pub_tx, other_tx, cmd_rx));
         AppServer {
             jid: jid.to_owned(),
             shared,
             publishes,
+            others,
             cmd_tx,
             task,
         }
@@ -364,6 +370,15 @@ impl AppServer {
     /// How later publishes are answered.
     pub fn set_answer(&self, answer: Answer) {
         self.shared.lock().unwrap().answer = answer;
+    }
+
+    /// How later publishes to `node` are answered (overrides [`AppServer::set_answer`]).
+    pub fn set_answer_for(&self, node: &str, answer: Answer) {
+        self.shared
+            .lock()
+            .unwrap()
+            .by_node
+            .insert(node.to_owned(), answer);
     }
 
     /// How many publishes arrived so far.
@@ -403,6 +418,28 @@ impl AppServer {
         self.send(parse_component_xml(&xml).unwrap()).await;
     }
 
+    /// A XEP-0199 ping to `to`; returns its answer (result or error), panicking after `timeout`.
+    /// `to` has read every stanza this app server sent before once the answer is back.
+    pub async fn ping(&mut self, to: &str, timeout: Duration) -> Element {
+        let id = format!("ping-{}", uuid::Uuid::new_v4());
+        let xml = format!(
+            "<iq type='get' from='{}' to='{to}' id='{id}'><ping xmlns='urn:xmpp:ping'/></iq>",
+            self.jid
+        );
+        self.send(parse_component_xml(&xml).unwrap()).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let el = tokio::time::timeout_at(deadline, self.others.recv())
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| panic!("{}: no answer to the ping of {to}", self.jid));
+            if el.name() == "iq" && el.attr("id") == Some(id.as_str()) {
+                return el;
+            }
+        }
+    }
+
     /// Disconnects (clean stream close).
     pub async fn close(self) {
         drop(self.cmd_tx);
@@ -424,6 +461,7 @@ async fn serve(
     mut comp: RawComponent,
     shared: Arc<Mutex<Shared>>,
     publishes: mpsc::UnboundedSender<Publish>,
+    others: mpsc::UnboundedSender<Element>,
     mut cmds: mpsc::UnboundedReceiver<AppCmd>,
 ) -> RawComponent {
     loop {
@@ -438,13 +476,18 @@ async fn serve(
             el = comp.recv() => {
                 let Some(el) = el else { return comp };
                 if el.name() != "iq" || !matches!(el.attr("type"), Some("get" | "set")) {
+                    let _ = others.send(el);
                     continue;
                 }
-                let answer = shared.lock().unwrap().answer.clone();
-                let Some(publish) = parse_publish(&el, answer.clone()) else {
+                let Some(mut publish) = parse_publish(&el, Answer::Silent) else {
                     comp.send(error_reply(&el, "cancel", "service-unavailable")).await;
                     continue;
                 };
+                let answer = {
+                    let s = shared.lock().unwrap();
+                    s.by_node.get(&publish.node).unwrap_or(&s.answer).clone()
+                };
+                publish.answered = answer.clone();
                 match &answer {
                     Answer::Result => comp.send(result_reply(&el, &publish.node)).await,
                     Answer::Error { kind, condition } => {

@@ -56,7 +56,12 @@ async fn alice_online(p: &Prosody) -> C2s {
 
 /// bob sees herald (nick `herald`, real JID `herald.localhost`) arrive in `room`.
 async fn herald_arrives(bob: &mut C2s, room: &str) {
-    let o = wait_occupant(bob, room, "herald", T)
+    herald_arrives_as(bob, room, "herald").await;
+}
+
+/// bob sees herald arrive in `room` as `nick`.
+async fn herald_arrives_as(bob: &mut C2s, room: &str, nick: &str) {
+    let o = wait_occupant(bob, room, nick, T)
         .await
         .unwrap_or_else(|| panic!("herald did not join {room} within {T:?}"));
     assert_eq!(o.jid.as_deref(), Some(HERALD), "{o:?}");
@@ -248,19 +253,21 @@ async fn mentioned_mode_pushes_only_messages_that_mention_the_watcher() {
 }
 
 #[tokio::test]
-async fn with_sender_and_the_placeholder_body_and_what_is_not_pushed() {
+async fn with_sender_the_placeholder_body_the_room_nick_and_what_is_not_pushed() {
     let p = group_push_prosody().await;
     let env = TestEnv::new(&[&p.log_path]);
     let mut apps = AppServer::connect(&p.component_addr(), APPS, APP_SECRET, Answer::Result).await;
     let mut bob = bob_with_rooms(&p, &[ROOM]).await;
     // Room history from before herald joined.
     say(&mut bob, ROOM, "old news").await;
-    let push = format!("{FAST}with_sender = true\nimportant_body = \"You have mail\"\n");
+    let push = format!(
+        "{FAST}with_sender = true\nimportant_body = \"You have mail\"\nroom_nick = \"pushbot\"\n"
+    );
     let (herald, _obs) = start_herald(&p, env.store(), &push).await;
     let mut alice = alice_online(&p).await;
     register(&mut alice, APPS, "alice-tablet", None).await;
     watch_room(&mut alice, ROOM, "alice", "always").await;
-    herald_arrives(&mut bob, ROOM).await;
+    herald_arrives_as(&mut bob, ROOM, "pushbot").await;
 
     // Not pushed: a subject change, a chat-state-only message. Pushed: an encrypted message
     // (no body) from bob, with the placeholder body and the sender's occupant JID.

@@ -335,8 +335,17 @@ async fn clients_and_a_component_create_join_talk_kick_and_leave() {
         again.occupants
     );
 
+    // It outlives a server restart too, and the component connects again on the same port.
     comp.close().await;
     alice.close().await;
+    bob.close().await;
+    let mut p = p;
+    p.restart().await;
+    let mut bob = C2s::login(&p.c2s_addr(), "bob@localhost/desk", "pb").await;
+    let after = join(&mut bob, ROOM, "bob").await;
+    assert!(!after.created && after.occupants.is_empty());
+    let comp = RawComponent::connect(&p.component_addr(), HERALD, &p.component_secret).await;
+    comp.close().await;
     bob.close().await;
     stop_servers(p).await;
 }

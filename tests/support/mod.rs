@@ -6,7 +6,7 @@
 //! - [`herald`]: herald's test config, an in-process herald, log capture and event helpers.
 //! - [`groupchat`]: MUC rooms for c2s clients; [`pubsub`]: Prosody's pubsub as a push app server
 //!   and its subscriber; [`app_server`]: the test's own XEP-0114 components (a push app server
-//!   answering results or errors); [`group_push`]: herald with `[push]` and a watcher's commands.
+//!   answering results or errors) on a [`raw_component`]; [`group_push`]: herald with `[push]` and a watcher's commands.
 //!
 //! Use from a test file with `mod support;` (and `use support::{client::C2s, prosody::Prosody};`).
 //! Install the server with `bash scripts/install-test-deps.sh`.
@@ -21,4 +21,5 @@ pub mod groupchat;
 pub mod herald;
 pub mod prosody;
 pub mod pubsub;
+pub mod raw_component;
 pub mod server_user;

@@ -238,6 +238,17 @@ impl C2s {
         out
     }
 
+    /// Drops the received, not yet consumed stanzas for which `pred` holds (e.g. a room's stale
+    /// presences before joining it again); returns how many.
+    pub fn discard(&mut self, pred: impl Fn(&Element) -> bool) -> usize {
+        while let Ok(el) = self.in_rx.try_recv() {
+            self.pending.push_back(el);
+        }
+        let before = self.pending.len();
+        self.pending.retain(|el| !pred(el));
+        before - self.pending.len()
+    }
+
     /// Whether the stream is still up (false after the server closed it or the connection broke).
     pub fn is_connected(&self) -> bool {
         self.ended.lock().unwrap().is_none() && !self.task.is_finished()

@@ -55,7 +55,10 @@ const MOD_PRIVILEGE_CANDIDATES: &[&str] = &[
 pub struct ProsodyBuilder {
     domain: String,
     muc_domain: Option<String>,
+    pubsub_domain: Option<String>,
+    pubsub_admins: Vec<String>,
     component: Option<(String, String)>,
+    extra_components: Vec<(String, String)>,
     privileges: Vec<(String, String)>,
     users: Vec<(String, String)>,
     modules: Vec<String>,
@@ -69,7 +72,10 @@ impl Default for ProsodyBuilder {
         ProsodyBuilder {
             domain: "localhost".into(),
             muc_domain: Some("muc.localhost".into()),
+            pubsub_domain: None,
+            pubsub_admins: Vec::new(),
             component: Some(("herald.localhost".into(), "secret".into())),
+            extra_components: Vec::new(),
             privileges: vec![
                 ("roster".into(), "both".into()),
                 ("message".into(), "outgoing".into()),
@@ -94,6 +100,28 @@ impl ProsodyBuilder {
     /// The MUC service (`Component DOMAIN "muc"`), or `None` for none. Default `muc.localhost`.
     pub fn muc(mut self, muc_domain: Option<&str>) -> Self {
         self.muc_domain = muc_domain.map(Into::into);
+        self
+    }
+
+    /// A pubsub service (`Component DOMAIN "pubsub"`, Prosody's `mod_pubsub`), or `None` for none.
+    /// Default none. Nodes are not created on publish or subscribe: a [`Self::pubsub_admins`] user
+    /// creates them (users without an affiliation may neither create nor publish, except to a node
+    /// whose `pubsub#publish_model` is `open`).
+    pub fn pubsub(mut self, pubsub_domain: Option<&str>) -> Self {
+        self.pubsub_domain = pubsub_domain.map(Into::into);
+        self
+    }
+
+    /// Bare JIDs written into the global `admins`: for `mod_pubsub` they are owners of every node
+    /// (so they may create and configure nodes). Default none.
+    pub fn pubsub_admins(mut self, jids: &[&str]) -> Self {
+        self.pubsub_admins = jids.iter().map(|j| (*j).to_owned()).collect();
+        self
+    }
+
+    /// One more XEP-0114 component (no privileges) with its secret, e.g. a test's own app server.
+    pub fn extra_component(mut self, jid: &str, secret: &str) -> Self {
+        self.extra_components.push((jid.into(), secret.into()));
         self
     }
 
@@ -178,6 +206,8 @@ impl ProsodyBuilder {
         let mut prosody = Prosody {
             domain: self.domain.clone(),
             muc_domain: self.muc_domain.clone().unwrap_or_default(),
+            pubsub_domain: self.pubsub_domain.clone().unwrap_or_default(),
+            extra_components: self.extra_components.clone(),
             component_jid,
             component_secret,
             c2s_port: 0,
@@ -238,6 +268,10 @@ pub struct Prosody {
     pub domain: String,
     /// The MUC service, e.g. `muc.localhost` (empty if none).
     pub muc_domain: String,
+    /// The pubsub service, e.g. `pubsub.localhost` (empty if none).
+    pub pubsub_domain: String,
+    /// The other XEP-0114 components: `(jid, secret)`.
+    pub extra_components: Vec<(String, String)>,
     /// The XEP-0114 component's JID, e.g. `herald.localhost` (empty if none).
     pub component_jid: String,
     pub component_secret: String,
@@ -434,6 +468,10 @@ impl Prosody {
             modules.iter().map(|m| q(m)).collect::<Vec<_>>().join("; ")
         );
         let _ = writeln!(cfg, "modules_disabled = {{ \"s2s\" }}");
+        if !b.pubsub_admins.is_empty() {
+            let admins = b.pubsub_admins.iter().map(|j| q(j)).collect::<Vec<_>>();
+            let _ = writeln!(cfg, "admins = {{ {} }}", admins.join("; "));
+        }
         cfg.push_str(&b.extra_global);
         let _ = writeln!(cfg);
         let _ = writeln!(cfg, "VirtualHost {}", q(&self.domain));
@@ -460,6 +498,17 @@ impl Prosody {
         if !self.muc_domain.is_empty() {
             let _ = writeln!(cfg);
             let _ = writeln!(cfg, "Component {} \"muc\"", q(&self.muc_domain));
+        }
+        if !self.pubsub_domain.is_empty() {
+            let _ = writeln!(cfg);
+            let _ = writeln!(cfg, "Component {} \"pubsub\"", q(&self.pubsub_domain));
+            // The publisher's JID on each item, so a subscriber sees who published it.
+            let _ = writeln!(cfg, "    expose_publisher = true");
+        }
+        for (jid, secret) in &self.extra_components {
+            let _ = writeln!(cfg);
+            let _ = writeln!(cfg, "Component {}", q(jid));
+            let _ = writeln!(cfg, "    component_secret = {}", q(secret));
         }
         std::fs::write(&self.config_path, cfg).expect("write prosody config");
     }

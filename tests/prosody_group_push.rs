@@ -11,6 +11,7 @@
 
 mod support;
 
+use herald::muc::RoomState;
 use std::time::{Duration, Instant};
 
 use support::adhoc::wait_until_answering;
@@ -350,7 +351,7 @@ async fn herald_stays_in_its_rooms_across_a_kick_and_a_reconnect_and_leaves_on_s
     let mut p = group_push_prosody().await;
     let env = TestEnv::new(&[&p.log_path]);
     let mut bob = bob_with_rooms(&p, &[ROOM, OPS]).await;
-    let (herald, _obs) = start_herald(&p, env.store(), FAST).await;
+    let (herald, obs) = start_herald(&p, env.store(), FAST).await;
     let mut alice = alice_online(&p).await;
     register(&mut alice, APPS, "alice-tablet", None).await;
     watch_room(&mut alice, ROOM, "alice", "always").await;
@@ -369,14 +370,30 @@ async fn herald_stays_in_its_rooms_across_a_kick_and_a_reconnect_and_leaves_on_s
     // Prosody restarts: herald reconnects and is back in both rooms.
     alice.close().await;
     bob.close().await;
+    let restarted_ms = chrono::Utc::now().timestamp_millis();
     p.restart().await;
+    for room in [ROOM, OPS] {
+        let rejoined = tokio::time::timeout(
+            T,
+            obs.rooms.wait_for(room, |s| {
+                s.is_some_and(|s| s.state == RoomState::Joined && s.since_ms >= restarted_ms)
+            }),
+        )
+        .await;
+        assert!(
+            matches!(rejoined, Ok(Some(_))),
+            "herald did not rejoin {room} after the reconnect: {:?}",
+            obs.rooms.status(room)
+        );
+    }
     let mut bob = C2s::login(&p.c2s_addr(), "bob@localhost/desk", "pb").await;
     bob.send_presence(None, None, 0).await;
     for room in [ROOM, OPS] {
         let joined = join(&mut bob, room, "bob").await;
-        if !joined.nicks().contains(&"herald".to_owned()) {
-            herald_arrives(&mut bob, room).await;
-        }
+        assert!(
+            joined.nicks().contains(&"herald".to_owned()),
+            "{room} does not list herald after the reconnect"
+        );
     }
 
     // A graceful shutdown leaves both rooms.

@@ -364,7 +364,10 @@ impl Owner {
         let mut services = BTreeSet::new();
         let mut left = 0;
         for (name, room) in &mut self.rooms {
-            if room.phase.sent_join() {
+            // A room herald was in may still list it although this connection has not joined
+            // it yet (a MUC restored its occupants after a restart, or kept a ghost): leave it
+            // too; a room that does not list herald ignores the leave.
+            if room.phase.sent_join() || (room.joined_before && room.phase != Phase::Gone) {
                 let leave = join::leave_stanza(&self.ctx.jid, name, &room.nick);
                 if self.ctx.handle.send(Lane::Priority, &leave).await.is_ok() {
                     left += 1;

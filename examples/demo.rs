@@ -1,19 +1,23 @@
-//! herald end to end on this machine: a local Prosody (with mod_privilege), herald attached to it,
-//! a server user `world` that receives the presence events, and a few demo users coming and
-//! going. Every event is printed as JSON, exactly as the server user receives it.
+//! herald end to end on this machine: a local Prosody (with mod_privilege, its MUC and its pubsub
+//! service), herald attached to it, a server user `world` that receives the presence events, and
+//! a few demo users coming and going. Every event is printed as JSON, exactly as the server user
+//! receives it. Then a group-chat push: alice registers Prosody's pubsub service as her push app
+//! server and watches a room; while she is away, bob writes in the room, and the notification
+//! herald publishes is printed as the app server receives it.
 //!
 //! Run it with `scripts/demo.sh` (installs Prosody when missing), or
 //! `cargo run --example demo` when Prosody and prosody-modules are installed.
 
-#[path = "../tests/support/client.rs"]
-mod client;
-#[path = "../tests/support/prosody.rs"]
-mod prosody;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use std::time::Duration;
 
-use client::C2s;
-use prosody::Prosody;
+use support::client::C2s;
+use support::group_push::{register, watch_room};
+use support::groupchat::{create_room, say, wait_occupant, RoomConfig};
+use support::prosody::Prosody;
+use support::pubsub::{Subscriber, PUBSUB};
 use tokio::sync::oneshot;
 
 const PASSWORD: &str = "demo-password";
@@ -26,9 +30,15 @@ async fn main() -> anyhow::Result<()> {
         ("alice", PASSWORD),
         ("bob", PASSWORD),
         ("carol", PASSWORD),
+        ("appsrv", "papp"),
     ];
     eprintln!("== starting a local Prosody on loopback ports");
-    let server = Prosody::builder().users(&users).start().await;
+    let server = Prosody::builder()
+        .users(&users)
+        .pubsub(Some(PUBSUB))
+        .pubsub_admins(&["appsrv@localhost"])
+        .start()
+        .await;
 
     // carol is online before herald starts: herald learns about her from Prosody's snapshot.
     let mut carol = C2s::login(&server.c2s_addr(), "carol@localhost/tablet", PASSWORD).await;
@@ -53,6 +63,13 @@ changes = "all"
 [[sinks.xmpp]]
 domain = "localhost"
 server_user = "world"
+
+[push]
+with_sender = true
+coalesce = "0s"
+
+[http]
+listen = ""
 "#,
         jid = server.component_jid,
         secret = server.component_secret,
@@ -112,11 +129,73 @@ server_user = "world"
     alice_phone.close().await;
 
     let printed = printer.await?;
-    let _ = stop_tx.send(());
-    herald.await??;
-    eprintln!("== {printed} events received by world@localhost; herald stopped cleanly");
     if printed == 0 {
         anyhow::bail!("no events were received");
     }
+    let pushed = group_chat_push(&server).await;
+    let _ = stop_tx.send(());
+    herald.await??;
+    eprintln!("== {printed} events received by world@localhost, {pushed} push published; herald stopped cleanly");
+    if pushed == 0 {
+        anyhow::bail!("no push was published");
+    }
     Ok(())
+}
+
+/// alice's phone registers Prosody's pubsub service as its push app server and watches a room;
+/// bob writes there while alice is offline; prints the notification the app server receives.
+async fn group_chat_push(server: &Prosody) -> usize {
+    let c2s = server.c2s_addr();
+    let room = "lunch@muc.localhost";
+    let node = "alice-phone";
+    eprintln!("== the push app server opens node {node} on {PUBSUB}; bob creates {room}");
+    let mut app_server = Subscriber::login(server).await;
+    app_server.open_node(node).await;
+    let mut bob = C2s::login(&c2s, "bob@localhost/pc", PASSWORD).await;
+    bob.send_presence(None, None, 0).await;
+    create_room(&mut bob, room, "bob", RoomConfig::default()).await;
+
+    eprintln!(
+        "== alice registers her phone with herald (push-register) and watches {room} (push-room)"
+    );
+    let mut alice = C2s::login(&c2s, "alice@localhost/phone", PASSWORD).await;
+    register(&mut alice, PUBSUB, node, Some("s3cret")).await;
+    watch_room(&mut alice, room, "alice", "always").await;
+    if wait_occupant(&mut bob, room, "herald", Duration::from_secs(10))
+        .await
+        .is_none()
+    {
+        eprintln!("herald did not join {room}");
+        return 0;
+    }
+    eprintln!("== herald joined {room}; alice goes offline, bob writes");
+    alice.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    say(&mut bob, room, "lunch at noon?").await;
+    let pushed = match app_server
+        .next_notification(node, Duration::from_secs(10))
+        .await
+    {
+        Some(n) => {
+            let summary = serde_json::json!({
+                "push": {
+                    "app_server": PUBSUB,
+                    "node": n.node,
+                    "publisher": n.publisher,
+                    "message-count": n.summary.count(),
+                    "last-message-sender": n.summary.sender(),
+                    "last-message-body": n.summary.body(),
+                }
+            });
+            println!("{summary}");
+            1
+        }
+        None => {
+            eprintln!("no push reached {PUBSUB} node {node}");
+            0
+        }
+    };
+    bob.close().await;
+    app_server.close().await;
+    pushed
 }

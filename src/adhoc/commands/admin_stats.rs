@@ -11,6 +11,7 @@ use super::Ctx;
 use crate::adhoc::xml::{self, Note};
 use crate::adhoc::{Command, CommandFuture, Input, Reply, Requester};
 use crate::metrics::{PushFailure, RemovedBy};
+use crate::muc::RoomState;
 
 pub const NODE: &str = "admin-stats";
 
@@ -39,6 +40,23 @@ fn stats(ctx: Arc<Ctx>) -> CommandFuture {
             num("users", "Users with registrations", p.users.to_string()),
             num("rooms", "Watched rooms", p.rooms.to_string()),
         ];
+        if let Some(view) = ctx.rooms.get() {
+            let all = view.all();
+            let joined = all
+                .iter()
+                .filter(|(_, s)| s.state == RoomState::Joined)
+                .count();
+            let failing = all
+                .iter()
+                .filter(|(_, s)| matches!(s.state, RoomState::Retrying | RoomState::Gone))
+                .count();
+            fields.push(num("rooms-joined", "Rooms herald is in", joined.to_string()));
+            fields.push(num(
+                "rooms-failing",
+                "Rooms herald cannot join (retrying or gone)",
+                failing.to_string(),
+            ));
+        }
         let m = ctx.push.metrics();
         fields.push(num("pushes-sent", "Pushes sent", m.sent.get().to_string()));
         fields.push(num(

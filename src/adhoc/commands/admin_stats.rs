@@ -50,7 +50,11 @@ fn stats(ctx: Arc<Ctx>) -> CommandFuture {
                 .iter()
                 .filter(|(_, s)| matches!(s.state, RoomState::Retrying | RoomState::Gone))
                 .count();
-            fields.push(num("rooms-joined", "Rooms herald is in", joined.to_string()));
+            fields.push(num(
+                "rooms-joined",
+                "Rooms herald is in",
+                joined.to_string(),
+            ));
             fields.push(num(
                 "rooms-failing",
                 "Rooms herald cannot join (retrying or gone)",

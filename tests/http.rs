@@ -593,7 +593,7 @@ async fn listen_empty_binds_nothing() {
     // with it on (port 0) exactly one, so the count does see a listener.
     for (http, listening) in [("listen = \"\"", 0), ("listen = \"127.0.0.1:0\"", 1)] {
         let file = store.path().join("component.toml");
-        std::fs::write(&file, format!("{}\n[http]\n{http}\n", cfg.toml())).unwrap();
+        std::fs::write(&file, cfg.clone().http(http).toml()).unwrap();
         assert_eq!(listening_sockets_of_herald(&file), listening, "with {http}");
     }
     drop(server);

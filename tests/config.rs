@@ -167,6 +167,7 @@ fn example_file_documents_every_key() {
         ("admin", "[admin]"),
         ("http", "[http]"),
         ("push", "[push]"),
+        ("muc", "[muc]"),
     ] {
         let toml = format!("{MINIMAL}{header}\nnot_a_key = 1\n");
         let errors = with_env(&[], || problems(load_str(&toml)));

@@ -19,6 +19,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub http: HttpSettings,
     pub push: PushSettings,
+    pub muc: MucSettings,
 }
 
 /// `[component]`, validated; see [`ComponentConfig`] for meanings.
@@ -151,6 +152,7 @@ impl Settings {
         let admin = admin_settings(raw.admin, &mut problems);
         let http = http_settings(raw.http, &mut problems);
         let push = super::push::push_settings(raw.push, component.as_ref(), &mut problems);
+        let muc = super::muc::muc_settings(raw.muc, &mut problems);
         match (
             component,
             store,
@@ -160,6 +162,7 @@ impl Settings {
             admin,
             http,
             push,
+            muc,
         ) {
             (
                 Some(component),
@@ -170,6 +173,7 @@ impl Settings {
                 Some(admin),
                 Some(http),
                 Some(push),
+                Some(muc),
             ) if problems.0.is_empty() => Ok(Settings {
                 component,
                 store,
@@ -179,6 +183,7 @@ impl Settings {
                 admin,
                 http,
                 push,
+                muc,
             }),
             _ => Err(ConfigErrors(problems.0)),
         }

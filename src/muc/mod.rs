@@ -13,8 +13,10 @@ pub mod index;
 pub mod join;
 pub mod model;
 pub mod owner;
+pub mod ping_schedule;
 pub mod room;
 pub mod rooms;
+pub mod self_ping;
 pub mod view;
 
 pub use model::{Occupant, Occupants, Role, RoomMessage};

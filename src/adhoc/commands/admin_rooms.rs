@@ -33,8 +33,14 @@ pub fn row(room: &str, s: &RoomStatus) -> Vec<String> {
         s.describe(),
         s.nick.clone(),
         s.occupants.to_string(),
-        h.last_ping.as_ref().map(|(t, _)| time(*t)).unwrap_or_default(),
-        h.last_ping.as_ref().map(|(_, o)| o.clone()).unwrap_or_default(),
+        h.last_ping
+            .as_ref()
+            .map(|(t, _)| time(*t))
+            .unwrap_or_default(),
+        h.last_ping
+            .as_ref()
+            .map(|(_, o)| o.clone())
+            .unwrap_or_default(),
         h.failing_since_ms.map(time).unwrap_or_default(),
         h.last_error
             .as_ref()

@@ -49,6 +49,19 @@ pub struct State {
     /// disco#info and joins waiting for their answer.
     pub joins_out: usize,
     pub max_joins_out: usize,
+    /// `[k]`: rooms with at least k + 1 self-pings, and joins (cheap to wait for at scale).
+    pub pinged_at_least: Vec<usize>,
+    pub joined_at_least: Vec<usize>,
+}
+
+fn bump(counts: &mut HashMap<String, u32>, at_least: &mut Vec<usize>, room: &str) {
+    let n = counts.entry(room.to_owned()).or_default();
+    *n += 1;
+    let k = *n as usize;
+    if at_least.len() < k {
+        at_least.resize(k, 0);
+    }
+    at_least[k - 1] += 1;
 }
 
 impl State {
@@ -57,6 +70,14 @@ impl State {
     }
     pub fn joins(&self, room: &str) -> u32 {
         self.joins.get(room).copied().unwrap_or(0)
+    }
+    /// Rooms pinged at least `n` times.
+    pub fn rooms_pinged(&self, n: usize) -> usize {
+        self.pinged_at_least.get(n - 1).copied().unwrap_or(0)
+    }
+    /// Rooms joined at least `n` times.
+    pub fn rooms_joined(&self, n: usize) -> usize {
+        self.joined_at_least.get(n - 1).copied().unwrap_or(0)
     }
     /// Forgets herald's occupancy of `room` without telling herald (a MUC restart, a split).
     pub fn forget(&mut self, room: &str) {
@@ -208,7 +229,8 @@ fn handle(muc: &Muc, el: &Element) -> Vec<(Option<Duration>, Held, String)> {
             if !room.contains('@') {
                 return vec![(None, Held::Ping, iq_result(el, ""))];
             }
-            *s.pings.entry(room.clone()).or_default() += 1;
+            let s = &mut *s;
+            bump(&mut s.pings, &mut s.pinged_at_least, &room);
             let scripted = s.script.get_mut(&room).and_then(|q| q.pop_front());
             let reply = scripted.unwrap_or_else(|| {
                 if s.occupied.get(&room).map(String::as_str) == nick.as_deref() {
@@ -261,7 +283,8 @@ fn handle(muc: &Muc, el: &Element) -> Vec<(Option<Duration>, Held, String)> {
             s.leaves.insert(room);
             return vec![(None, Held::Join, xml)];
         }
-        *s.joins.entry(room.clone()).or_default() += 1;
+        let s = &mut *s;
+        bump(&mut s.joins, &mut s.joined_at_least, &room);
         s.occupied.insert(room, nick);
         s.joins_out += 1;
         s.max_joins_out = s.max_joins_out.max(s.joins_out);

@@ -82,7 +82,8 @@ impl Owner {
                 warn!(room = %name, %reason, "herald is not in the room any more; joining it again");
                 self.ctx.metrics.self_ping_rejoins.inc();
                 room.rejoin(&mut self.in_flight, reason);
-                self.reschedule = true;
+                self.ready.push_back(name.clone());
+                self.fill_slots();
             }
             Step::Retry(n) => {
                 debug!(room = %name, undecided = n, answer = answer.describe(), "self-ping undecided; trying again later")

@@ -94,6 +94,7 @@ pub fn spawn(
         epoch: None,
         probes: JoinSet::new(),
         reschedule: true,
+        ready: std::collections::VecDeque::new(),
         wake: None,
     };
     let task = tokio::spawn(owner.run(inbox, status, stop));
@@ -118,8 +119,11 @@ struct Owner {
     epoch: Option<u64>,
     /// `None` outcome: the connection was lost first.
     probes: JoinSet<ProbeDone>,
-    /// The rooms' timers and slots must be looked at again.
+    /// The rooms' timers and slots must be looked at again (a scan of every room).
     reschedule: bool,
+    /// Rooms found due (by the last scan, or since): started as join slots free up, without a
+    /// scan of every room each time.
+    ready: std::collections::VecDeque<String>,
     wake: Option<Instant>,
 }
 
@@ -305,13 +309,26 @@ impl Owner {
             let reason = format!("no answer to the join within {}s", JOIN_TIMEOUT.as_secs());
             self.refuse(&name, Wait::Join, reason);
         }
-        for name in due {
-            if self.in_flight >= MAX_JOINS_IN_FLIGHT {
-                break;
-            }
-            self.start_probe(&name);
-        }
         self.wake = wake;
+        self.ready = due.into();
+        self.fill_slots();
+    }
+
+    /// Starts the joins of ready rooms (still due) while join slots are free.
+    fn fill_slots(&mut self) {
+        let now = Instant::now();
+        while self.link_up && self.in_flight < MAX_JOINS_IN_FLIGHT {
+            let Some(name) = self.ready.pop_front() else {
+                return;
+            };
+            let due = self.rooms.get(&name).is_some_and(|r| {
+                matches!(r.phase, Phase::Waiting | Phase::Retrying)
+                    && r.next_at.is_none_or(|t| t <= now)
+            });
+            if due {
+                self.start_probe(&name);
+            }
+        }
     }
 
     fn start_probe(&mut self, name: &str) {
@@ -350,6 +367,7 @@ impl Owner {
             Some(Probe::Join) => {
                 let deadline = Instant::now() + JOIN_TIMEOUT;
                 room.set_phase(&mut self.in_flight, Phase::Joining { deadline });
+                self.wake = Some(self.wake.map_or(deadline, |w| w.min(deadline)));
                 std::sync::Arc::make_mut(&mut room.occupants).clear();
                 self.ctx.metrics.joins.inc();
                 if room.joined_before {
@@ -360,9 +378,12 @@ impl Owner {
             }
             Some(Probe::Gone(reason)) => self.stop_for_good(&name, reason),
             Some(Probe::Retry(reason)) => self.refuse(&name, Wait::Join, reason),
-            None => room.set_phase(&mut self.in_flight, Phase::Waiting),
+            None => {
+                room.set_phase(&mut self.in_flight, Phase::Waiting);
+                self.ready.push_back(name.clone());
+            }
         }
-        self.reschedule = true;
+        self.fill_slots();
         self.publish(&name);
     }
 

@@ -61,7 +61,7 @@ impl Owner {
                     let after_login = std::mem::take(&mut room.login_join);
                     room.joined(&mut self.in_flight, nick);
                     self.pings.joined(&name, now, after_login);
-                    self.reschedule = true;
+                    self.fill_slots();
                 } else if std::mem::take(&mut room.nick_changing) {
                     self.pings.joined(&name, now, false);
                 }

@@ -18,13 +18,13 @@
 //! 5. **Rejoin after a reconnect**: the server drops the stream; time from the drop until
 //!    herald is in every room again.
 
+#[allow(dead_code)]
+#[path = "support/bench_common.rs"]
+mod bench_common;
 #[path = "../tests/support/fake_muc.rs"]
 mod fake_muc;
 #[path = "../tests/support/fake_server.rs"]
 mod fake_server;
-#[allow(dead_code)]
-#[path = "support/bench_common.rs"]
-mod bench_common;
 
 use std::time::{Duration, Instant};
 
@@ -93,12 +93,21 @@ async fn main() {
         let _ = signal.await;
     }));
     let t0 = Instant::now();
-    let conn = server.next_connection(Duration::from_secs(30)).await.unwrap();
+    let conn = server
+        .next_connection(Duration::from_secs(30))
+        .await
+        .unwrap();
     let (_t, cmds) = fake_muc::serve(conn, muc.clone());
-    assert!(muc.wait(Duration::from_secs(3600), |s| s.rooms_joined(1) == n).await);
+    assert!(
+        muc.wait(Duration::from_secs(3600), |s| s.rooms_joined(1) == n)
+            .await
+    );
     let joined_in = t0.elapsed();
     let per_room = (rss_bytes() - rss0) / n as f64;
-    assert!(muc.wait(Duration::from_secs(3600), |s| s.rooms_pinged(1) == n).await);
+    assert!(
+        muc.wait(Duration::from_secs(3600), |s| s.rooms_pinged(1) == n)
+            .await
+    );
     let pinged_in = t0.elapsed();
     let max_out = muc.state().max_pings_out;
     // Quiet from here on: the next pings are 15 minutes away.
@@ -108,10 +117,16 @@ async fn main() {
     let pings_in_window = muc.state().rooms_pinged(2);
     let t1 = Instant::now();
     cmds.send(fake_muc::Cmd::Drop).unwrap();
-    let conn = server.next_connection(Duration::from_secs(30)).await.unwrap();
+    let conn = server
+        .next_connection(Duration::from_secs(30))
+        .await
+        .unwrap();
     muc.state().max_joins_out = 0;
     let (_t2, _cmds) = fake_muc::serve(conn, muc.clone());
-    assert!(muc.wait(Duration::from_secs(3600), |s| s.rooms_joined(2) == n).await);
+    assert!(
+        muc.wait(Duration::from_secs(3600), |s| s.rooms_joined(2) == n)
+            .await
+    );
     let rejoined_in = t1.elapsed();
     let max_joins = muc.state().max_joins_out;
     println!("cpu: {}", cpu_model());

@@ -237,7 +237,8 @@ async fn five_thousand_rooms_are_pinged_within_the_cap_and_rejoined_after_a_reco
         .unwrap();
     let (_task, cmds) = fake_muc::serve(conn, muc.clone());
     let t0 = std::time::Instant::now();
-    muc.wait(Duration::from_secs(120), |s| s.rooms_joined(1) == N).await;
+    muc.wait(Duration::from_secs(120), |s| s.rooms_joined(1) == N)
+        .await;
     eprintln!("joined all in {:?}", t0.elapsed());
     let all_pinged = muc
         .wait(Duration::from_secs(120), |s| s.rooms_pinged(1) == N)

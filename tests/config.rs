@@ -226,7 +226,7 @@ fn unknown_keys_are_rejected_with_their_path() {
         errors.0,
         vec![ConfigProblem::new(
             "verbose",
-            "unknown key (expected one of: component, store, presence, sinks, admin, http, push)"
+            "unknown key (expected one of: component, store, presence, sinks, admin, http, push, muc)"
         )]
     );
 

@@ -224,6 +224,8 @@ pub async fn run_with(
             nick: settings.push.room_nick.clone(),
             messages: room_messages.clone(),
             metrics: metrics.rooms(),
+            muc: settings.muc.clone(),
+            presence: reader.clone(),
         },
         inboxes.rooms,
         inboxes.status.clone(),

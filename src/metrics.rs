@@ -151,6 +151,22 @@ pub const PUSH_PENDING: MetricName = metric(
     "Pushes persisted and not yet answered by their app server (including those waiting for a coalescing window or a retry)",
 );
 
+/// Counter per `outcome` (`joined`, `undecided`, `not_joined`).
+pub const ROOM_SELF_PINGS: MetricName = metric(
+    "herald_room_self_pings",
+    "Answered or timed-out XEP-0410 self-pings of rooms herald is in, by what the answer says: joined, undecided (timeout, remote-server-not-found or -timeout) or not_joined",
+);
+/// Counter of rejoins a self-ping asked for.
+pub const ROOM_SELF_PING_REJOINS: MetricName = metric(
+    "herald_room_self_ping_rejoins",
+    "Rooms herald joined again because a self-ping found it out of the room (not joined, or undecided too often in a row)",
+);
+/// Counter of XEP-0249 invitations sent to users who dropped out of a watched room.
+pub const ROOM_REJOIN_HINTS: MetricName = metric(
+    "herald_room_rejoin_hints",
+    "Direct invitations (XEP-0249) sent to online users who dropped out of a watched room because of an error (status 333 or a kick for an error)",
+);
+
 /// Every metric herald exposes (the README lists them, a test checks each is exposed).
 pub const ALL: &[MetricName] = &[
     CONNECTION_UP,
@@ -176,6 +192,9 @@ pub const ALL: &[MetricName] = &[
     PUSH_REGISTRATIONS_REMOVED,
     PUSH_EXPIRED,
     PUSH_PENDING,
+    ROOM_SELF_PINGS,
+    ROOM_SELF_PING_REJOINS,
+    ROOM_REJOIN_HINTS,
 ];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -187,6 +206,14 @@ pub struct SinkLabels {
 pub struct SourceLabels {
     pub source: String,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+/// The `outcome` labels of [`ROOM_SELF_PINGS`].
+pub const PING_OUTCOMES: [&str; 3] = ["joined", "undecided", "not_joined"];
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PrivilegeLabels {
@@ -254,6 +281,27 @@ pub struct RoomsMetrics {
     pub failing: Gauge,
     pub joins: Counter,
     pub rejoins: Counter,
+    /// Indexed like [`PING_OUTCOMES`].
+    pings: [Counter; 3],
+    pub self_ping_rejoins: Counter,
+    pub rejoin_hints: Counter,
+}
+
+impl RoomsMetrics {
+    /// Counts one self-ping with this `outcome` label ([`PING_OUTCOMES`]).
+    pub fn ping(&self, outcome: &str) {
+        if let Some(i) = PING_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.pings[i].inc();
+        }
+    }
+
+    /// Self-pings counted with `outcome`.
+    pub fn pings(&self, outcome: &str) -> u64 {
+        PING_OUTCOMES
+            .iter()
+            .position(|o| *o == outcome)
+            .map_or(0, |i| self.pings[i].get())
+    }
 }
 
 /// How a push attempt failed (the `kind` label of [`PUSH_FAILED`]).
@@ -415,7 +463,7 @@ impl Metrics {
         reg!(SINK_BACKLOG, g.sink_backlog.clone());
         reg!(SINK_OLDEST_AGE, g.sink_oldest_age.clone());
         reg!(STORE_SIZE, g.store_size.clone());
-        let rooms = RoomsMetrics::default();
+        let mut rooms = RoomsMetrics::default();
         reg!(ROOMS_JOINED, rooms.joined.clone());
         reg!(ROOMS_FAILING, rooms.failing.clone());
         reg!(ROOM_JOINS, rooms.joins.clone());
@@ -441,6 +489,17 @@ impl Metrics {
         reg!(PUSH_REGISTRATIONS_REMOVED, removed);
         reg!(PUSH_EXPIRED, push.expired.clone());
         reg!(PUSH_PENDING, push.pending.clone());
+        let pings: Family<OutcomeLabels, Counter> = Family::default();
+        for (i, o) in PING_OUTCOMES.iter().enumerate() {
+            rooms.pings[i] = pings
+                .get_or_create(&OutcomeLabels {
+                    outcome: (*o).to_owned(),
+                })
+                .clone();
+        }
+        reg!(ROOM_SELF_PINGS, pings);
+        reg!(ROOM_SELF_PING_REJOINS, rooms.self_ping_rejoins.clone());
+        reg!(ROOM_REJOIN_HINTS, rooms.rejoin_hints.clone());
         Metrics {
             inner: Arc::new(Inner {
                 registry,

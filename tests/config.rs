@@ -167,6 +167,7 @@ fn example_file_documents_every_key() {
         ("admin", "[admin]"),
         ("http", "[http]"),
         ("push", "[push]"),
+        ("muc", "[muc]"),
     ] {
         let toml = format!("{MINIMAL}{header}\nnot_a_key = 1\n");
         let errors = with_env(&[], || problems(load_str(&toml)));
@@ -225,7 +226,7 @@ fn unknown_keys_are_rejected_with_their_path() {
         errors.0,
         vec![ConfigProblem::new(
             "verbose",
-            "unknown key (expected one of: component, store, presence, sinks, admin, http, push)"
+            "unknown key (expected one of: component, store, presence, sinks, admin, http, push, muc)"
         )]
     );
 

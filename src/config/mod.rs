@@ -39,11 +39,13 @@ use serde::{Deserialize, Serialize};
 use xmpp_parsers::jid::{BareJid, DomainPart, NodePart};
 
 mod errors;
+mod muc;
 mod push;
 mod schema;
 mod settings;
 
 pub use errors::*;
+pub use muc::{MucConfig, MucSettings};
 pub use push::{MucServices, PushConfig, PushSettings};
 pub use schema::*;
 pub use settings::*;
@@ -64,6 +66,7 @@ pub(super) const SECTIONS: &[&str] = &[
     "admin",
     "http",
     "push",
+    "muc",
 ];
 /// Keys whose environment values are strings verbatim (never parsed as numbers or booleans).
 pub(super) const ENV_STRING_KEYS: &[&str] = &[
@@ -187,6 +190,7 @@ pub(super) fn from_figment(
         admin: sections.read("admin"),
         http: sections.read("http"),
         push: sections.read("push"),
+        muc: sections.read("muc"),
     };
     let Sections {
         failed,

@@ -130,6 +130,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// `[push]`: push registrations (XEP-0357) and their limits. Default: all defaults.
     pub push: super::PushConfig,
+    /// `[muc]`: MUC self-ping (XEP-0410) and rejoin hints. Default: all defaults.
+    pub muc: super::MucConfig,
 }
 
 /// `[component]`.

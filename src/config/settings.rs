@@ -19,6 +19,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub http: HttpSettings,
     pub push: PushSettings,
+    pub muc: MucSettings,
 }
 
 /// `[component]`, validated; see [`ComponentConfig`] for meanings.
@@ -164,6 +165,7 @@ impl Settings {
         let admin = admin_settings(raw.admin, &mut problems);
         let http = http_settings(raw.http, &mut problems);
         let push = super::push::push_settings(raw.push, component.as_ref(), &mut problems);
+        let muc = super::muc::muc_settings(raw.muc, &mut problems);
         match (
             component,
             store,
@@ -173,6 +175,7 @@ impl Settings {
             admin,
             http,
             push,
+            muc,
         ) {
             (
                 Some(component),
@@ -183,6 +186,7 @@ impl Settings {
                 Some(admin),
                 Some(http),
                 Some(push),
+                Some(muc),
             ) if problems.0.is_empty() => Ok(Settings {
                 component,
                 store,
@@ -192,6 +196,7 @@ impl Settings {
                 admin,
                 http,
                 push,
+                muc,
             }),
             _ => Err(ConfigErrors(problems.0)),
         }

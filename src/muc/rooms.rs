@@ -10,7 +10,7 @@ use tokio::sync::watch;
 
 use super::join::{nick_for, Wait};
 use super::model::Occupants;
-use super::view::{RoomMap, RoomState, RoomStatus};
+use super::view::{RoomHealth, RoomMap, RoomState, RoomStatus};
 use crate::backoff::Backoff;
 use crate::metrics::RoomsMetrics;
 use crate::push::watchers::Watcher;
@@ -66,6 +66,14 @@ pub struct Room {
     pub backoff: Option<(Wait, Backoff)>,
     /// herald was in the room before (its next join is a rejoin).
     pub joined_before: bool,
+    /// A self-ping found herald out of the room: why (until it is back in).
+    pub rejoining: Option<String>,
+    pub health: RoomHealth,
+    /// Its next join is the first since the link came up (the first self-ping after it is
+    /// due after `muc.self_ping_delay`).
+    pub login_join: bool,
+    /// The room changed herald's nick; the presence under the new one is still to come.
+    pub nick_changing: bool,
 }
 
 impl Room {
@@ -82,7 +90,28 @@ impl Room {
             failure: None,
             backoff: None,
             joined_before: false,
+            rejoining: None,
+            health: RoomHealth::default(),
+            login_join: false,
+            nick_changing: false,
         }
+    }
+
+    /// Notes `reason` as the last error, and that herald is failing from now on.
+    fn failed(&mut self, reason: &str) {
+        let now = crate::push::now_ms();
+        self.health.failing_since_ms.get_or_insert(now);
+        self.health.last_error = Some((now, reason.to_owned()));
+    }
+
+    /// A self-ping found herald out of the room: join it again at once (through the usual
+    /// join, with its backoff should the room refuse).
+    pub fn rejoin(&mut self, in_flight: &mut usize, reason: String) {
+        self.set_phase(in_flight, Phase::Waiting);
+        self.next_at = None;
+        Arc::make_mut(&mut self.occupants).clear();
+        self.failed(&reason);
+        self.rejoining = Some(reason);
     }
 
     /// Moves to `phase`, keeping the owner's count of joins in flight.
@@ -110,6 +139,7 @@ impl Room {
         self.set_phase(in_flight, Phase::Retrying);
         Arc::make_mut(&mut self.occupants).clear();
         let new = self.failure.as_deref() != Some(reason.as_str());
+        self.failed(&reason);
         self.failure = Some(reason);
         new
     }
@@ -119,6 +149,7 @@ impl Room {
         let new = self.phase != Phase::Gone || self.failure.as_deref() != Some(reason.as_str());
         self.set_phase(in_flight, Phase::Gone);
         Arc::make_mut(&mut self.occupants).clear();
+        self.failed(&reason);
         self.failure = Some(reason);
         new
     }
@@ -130,6 +161,8 @@ impl Room {
         self.failure = None;
         self.backoff = None;
         self.joined_before = true;
+        self.rejoining = None;
+        self.health.failing_since_ms = None;
     }
 
     /// Tries the next nick; `false` when every nick was tried (then back to the first).
@@ -152,6 +185,7 @@ impl Room {
             Phase::Left => (RoomState::Left, None),
             Phase::Retrying => (RoomState::Retrying, self.failure.clone()),
             _ if self.failure.is_some() => (RoomState::Retrying, self.failure.clone()),
+            _ if self.rejoining.is_some() => (RoomState::Rejoining, self.rejoining.clone()),
             _ if !link_up => (
                 RoomState::Joining,
                 Some("waiting for the connection to the server".into()),
@@ -187,9 +221,13 @@ impl Publisher {
             let occupants = room.occupants.len();
             if let Some(s) = map.get_mut(name) {
                 if s.state == state && s.reason == reason {
-                    let changed = s.nick != room.nick || s.occupants != occupants;
-                    s.nick.clone_from(&room.nick);
-                    s.occupants = occupants;
+                    let changed =
+                        s.nick != room.nick || s.occupants != occupants || s.health != room.health;
+                    if changed {
+                        s.nick.clone_from(&room.nick);
+                        s.occupants = occupants;
+                        s.health.clone_from(&room.health);
+                    }
                     return changed;
                 }
             }
@@ -202,6 +240,7 @@ impl Publisher {
                     reason,
                     nick: room.nick.clone(),
                     occupants,
+                    health: room.health.clone(),
                 },
             );
             true

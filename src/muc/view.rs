@@ -12,6 +12,8 @@ pub enum RoomState {
     /// Asking the room, or waiting for the answer to the join (or for the connection).
     Joining,
     Joined,
+    /// herald found (by a self-ping) that it is not in the room any more and joins it again.
+    Rejoining,
     /// The room refused herald, or herald was removed: it tries again later.
     Retrying,
     /// The room does not exist (any more): herald does not try again.
@@ -25,6 +27,7 @@ impl RoomState {
         match self {
             RoomState::Joining => "joining",
             RoomState::Joined => "joined",
+            RoomState::Rejoining => "rejoining",
             RoomState::Retrying => "retrying",
             RoomState::Gone => "gone",
             RoomState::Left => "left",
@@ -43,6 +46,21 @@ pub struct RoomStatus {
     /// herald's nick in the room (or the one it is trying).
     pub nick: String,
     pub occupants: usize,
+    pub health: RoomHealth,
+}
+
+/// What operators (`admin-rooms`) see of a room's health beyond its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomHealth {
+    /// When herald last self-pinged the room (XEP-0410), in milliseconds since the Unix epoch,
+    /// and what came back: `joined (result)`, `undecided (timeout)`, `not joined
+    /// (not-acceptable)`…
+    pub last_ping: Option<(i64, String)>,
+    /// Since when herald has been out of the room it should be in (refused, removed, or found
+    /// out by a self-ping); `None` while it is in.
+    pub failing_since_ms: Option<i64>,
+    /// The last reason herald was not in the room, and when (kept after it is back in).
+    pub last_error: Option<(i64, String)>,
 }
 
 impl RoomStatus {
@@ -124,6 +142,7 @@ mod tests {
                     reason: Some("members-only: herald is not a member".into()),
                     nick: "herald".into(),
                     occupants: 0,
+                    health: RoomHealth::default(),
                 },
             );
         });

@@ -8,7 +8,9 @@
 //! | `push-room` | users | `room`, `nick`, `mode` |
 //! | `admin-stats` | admins | (none) |
 //! | `admin-user` | admins | `user`, then `remove` (list-multi) |
+//! | `admin-rooms` | admins | (none: completes at once with every room's state and health) |
 
+pub mod admin_rooms;
 pub mod admin_stats;
 pub mod admin_user;
 pub mod push_list;
@@ -43,7 +45,8 @@ pub fn install(commands: &mut Commands, ctx: Arc<Ctx>) {
     commands.add(push_unregister::PushUnregister(ctx.clone()));
     commands.add(push_room::PushRoom(ctx.clone()));
     commands.add(admin_stats::AdminStats(ctx.clone()));
-    commands.add(admin_user::AdminUser(ctx));
+    commands.add(admin_user::AdminUser(ctx.clone()));
+    commands.add(admin_rooms::AdminRooms(ctx));
 }
 
 /// Milliseconds since the epoch as RFC 3339 (UTC, seconds).
@@ -121,5 +124,7 @@ pub fn room_rows(u: &UserPush) -> Vec<Vec<String>> {
 }
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_admin_rooms;
 #[cfg(test)]
 mod tests_rooms_admin;

@@ -10,6 +10,9 @@
 //! - Who decides what is pushed is the push owner: this task only forwards messages.
 //! - At shutdown it leaves every room it joined, and waits (briefly) until the server has
 //!   handled the leaves, so that no ghost occupant stays behind.
+//! - It self-pings every room it is in (XEP-0410, [`crate::muc::ping_schedule`]) and joins a
+//!   room again when the answer says herald is not in it; and it invites users who dropped out
+//!   of a watched room back ([`crate::muc::hints`]). Both are in `health`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -21,14 +24,19 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+mod health;
 mod traffic;
 
+use super::hints::HintLimiter;
 use super::index::WatchIndex;
 use super::join::{self, Probe, Wait};
+use super::ping_schedule::{Intervals, Schedule};
 use super::rooms::{Phase, Publisher, Room};
 use super::view::RoomsView;
 use super::RoomMessage;
+use crate::config::MucSettings;
 use crate::metrics::RoomsMetrics;
+use crate::presence::query::PresenceReader;
 use crate::store::PushStore;
 use crate::xmpp::routes::{LinkStatus, RoomInbound};
 use crate::xmpp::{IqError, Lane, XmppHandle};
@@ -53,6 +61,10 @@ pub struct RoomsContext {
     /// To the push owner.
     pub messages: mpsc::Sender<RoomMessage>,
     pub metrics: RoomsMetrics,
+    /// `[muc]`: self-ping and rejoin hints.
+    pub muc: MucSettings,
+    /// Whether a user who dropped out of a room is still online (for rejoin hints).
+    pub presence: PresenceReader,
 }
 
 /// Starts the rooms owner. It runs until `stop` is cancelled, then leaves every room; the
@@ -68,8 +80,12 @@ pub fn spawn(
         tx,
         metrics: ctx.metrics.clone(),
     };
+    let pings = Schedule::new(Intervals::from_settings(&ctx.muc), rand::random());
     let owner = Owner {
         ctx,
+        pings,
+        ping_tasks: JoinSet::new(),
+        hints: HintLimiter::default(),
         publisher,
         index: WatchIndex::default(),
         rooms: BTreeMap::new(),
@@ -78,6 +94,7 @@ pub fn spawn(
         epoch: None,
         probes: JoinSet::new(),
         reschedule: true,
+        ready: std::collections::VecDeque::new(),
         wake: None,
     };
     let task = tokio::spawn(owner.run(inbox, status, stop));
@@ -88,6 +105,11 @@ type ProbeDone = (String, u64, Option<Probe>);
 
 struct Owner {
     ctx: RoomsContext,
+    /// When to self-ping which joined room.
+    pings: Schedule,
+    /// Self-pings waiting for their answer.
+    ping_tasks: JoinSet<health::PingDone>,
+    hints: HintLimiter,
     publisher: Publisher,
     index: WatchIndex,
     rooms: BTreeMap<String, Room>,
@@ -97,8 +119,11 @@ struct Owner {
     epoch: Option<u64>,
     /// `None` outcome: the connection was lost first.
     probes: JoinSet<ProbeDone>,
-    /// The rooms' timers and slots must be looked at again.
+    /// The rooms' timers and slots must be looked at again (a scan of every room).
     reschedule: bool,
+    /// Rooms found due (by the last scan, or since): started as join slots free up, without a
+    /// scan of every room each time.
+    ready: std::collections::VecDeque<String>,
     wake: Option<Instant>,
 }
 
@@ -121,6 +146,7 @@ impl Owner {
                 self.schedule().await;
             }
             let wake = self.wake;
+            let ping_wake = self.pings.next_wake();
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => break,
@@ -149,7 +175,14 @@ impl Owner {
                     Some(RoomInbound::Groupchat(el)) => self.on_groupchat(el).await,
                     None => inbox_open = false,
                 },
+                Some(done) = self.ping_tasks.join_next(), if !self.ping_tasks.is_empty() => {
+                    match done {
+                        Ok(done) => self.on_ping(done).await,
+                        Err(_) => self.pings.lost(),
+                    }
+                }
                 _ = sleep_until(wake), if wake.is_some() => self.reschedule = true,
+                _ = sleep_until(ping_wake), if ping_wake.is_some() => self.start_pings(),
             }
         }
         self.leave_all().await;
@@ -205,6 +238,7 @@ impl Owner {
                     }
                     room.set_phase(&mut self.in_flight, Phase::Left);
                     self.rooms.remove(&name);
+                    self.pings.remove(&name);
                     info!(room = %name, "nobody watches the room any more; left it");
                     self.reschedule = true;
                 }
@@ -226,7 +260,9 @@ impl Owner {
         self.link_up = epoch.is_some();
         let now = Instant::now();
         let spread = REJOIN_SPREAD.as_millis() as u64;
-        for room in self.rooms.values_mut() {
+        for (name, room) in self.rooms.iter_mut() {
+            self.pings.pause(name);
+            room.login_join = self.link_up;
             // A join sent on an earlier connection is void: join again.
             if room.phase.in_flight() || room.phase == Phase::Joined {
                 room.set_phase(&mut self.in_flight, Phase::Waiting);
@@ -273,13 +309,26 @@ impl Owner {
             let reason = format!("no answer to the join within {}s", JOIN_TIMEOUT.as_secs());
             self.refuse(&name, Wait::Join, reason);
         }
-        for name in due {
-            if self.in_flight >= MAX_JOINS_IN_FLIGHT {
-                break;
-            }
-            self.start_probe(&name);
-        }
         self.wake = wake;
+        self.ready = due.into();
+        self.fill_slots();
+    }
+
+    /// Starts the joins of ready rooms (still due) while join slots are free.
+    fn fill_slots(&mut self) {
+        let now = Instant::now();
+        while self.link_up && self.in_flight < MAX_JOINS_IN_FLIGHT {
+            let Some(name) = self.ready.pop_front() else {
+                return;
+            };
+            let due = self.rooms.get(&name).is_some_and(|r| {
+                matches!(r.phase, Phase::Waiting | Phase::Retrying)
+                    && r.next_at.is_none_or(|t| t <= now)
+            });
+            if due {
+                self.start_probe(&name);
+            }
+        }
     }
 
     fn start_probe(&mut self, name: &str) {
@@ -318,6 +367,7 @@ impl Owner {
             Some(Probe::Join) => {
                 let deadline = Instant::now() + JOIN_TIMEOUT;
                 room.set_phase(&mut self.in_flight, Phase::Joining { deadline });
+                self.wake = Some(self.wake.map_or(deadline, |w| w.min(deadline)));
                 std::sync::Arc::make_mut(&mut room.occupants).clear();
                 self.ctx.metrics.joins.inc();
                 if room.joined_before {
@@ -328,9 +378,12 @@ impl Owner {
             }
             Some(Probe::Gone(reason)) => self.stop_for_good(&name, reason),
             Some(Probe::Retry(reason)) => self.refuse(&name, Wait::Join, reason),
-            None => room.set_phase(&mut self.in_flight, Phase::Waiting),
+            None => {
+                room.set_phase(&mut self.in_flight, Phase::Waiting);
+                self.ready.push_back(name.clone());
+            }
         }
-        self.reschedule = true;
+        self.fill_slots();
         self.publish(&name);
     }
 
@@ -338,6 +391,7 @@ impl Owner {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
+        self.pings.pause(name);
         if room.retry(&mut self.in_flight, wait, reason.clone()) {
             warn!(room = %name, %reason, "herald is not in the room; it will try again");
         } else {
@@ -351,6 +405,7 @@ impl Owner {
         let Some(room) = self.rooms.get_mut(name) else {
             return;
         };
+        self.pings.pause(name);
         if room.gone(&mut self.in_flight, reason.clone()) {
             warn!(room = %name, %reason, "the room is gone; herald will not join it");
         }
@@ -377,6 +432,7 @@ impl Owner {
                 }
             }
             room.set_phase(&mut self.in_flight, Phase::Left);
+            self.pings.pause(name);
         }
         let mut answers = JoinSet::new();
         for service in services {

@@ -23,7 +23,9 @@ impl Owner {
             debug!(from, "presence from a room herald is not in; dropped");
             return;
         };
-        room.last_stanza = Some(Instant::now());
+        let now = Instant::now();
+        room.last_stanza = Some(now);
+        self.pings.heard(&name, now);
         if p.kind.as_deref() == Some("error") {
             self.on_join_error(&name, &p);
             return;
@@ -35,6 +37,10 @@ impl Owner {
             );
             return;
         }
+        self.rejoin_hints(&name, &p);
+        let Some(room) = self.rooms.get_mut(&name) else {
+            return;
+        };
         let occupants = std::sync::Arc::make_mut(&mut room.occupants);
         match occupancy::apply(occupants, &room.nick, &p) {
             Change::Occupant | Change::Ignored => {}
@@ -52,13 +58,20 @@ impl Owner {
             Change::SelfJoined { nick, .. } => {
                 if room.phase != Phase::Joined {
                     info!(room = %name, %nick, occupants = room.occupants.len(), "joined the room");
+                    let after_login = std::mem::take(&mut room.login_join);
                     room.joined(&mut self.in_flight, nick);
-                    self.reschedule = true;
+                    self.pings.joined(&name, now, after_login);
+                    self.fill_slots();
+                } else if std::mem::take(&mut room.nick_changing) {
+                    self.pings.joined(&name, now, false);
                 }
             }
             Change::SelfNick(nick) => {
                 info!(room = %name, from = %room.nick, to = %nick, "herald's nick in the room changed");
                 room.nick = nick;
+                // No self-ping until the presence under the new nick arrives.
+                room.nick_changing = true;
+                self.pings.pause(&name);
             }
             // The answer to a leave sent on an earlier join of this room.
             Change::SelfRemoved(Removal::Left) if room.phase != Phase::Joined => {}
@@ -120,7 +133,9 @@ impl Owner {
             debug!(room = %name, "groupchat from a room herald is not in; dropped");
             return;
         };
-        room.last_stanza = Some(Instant::now());
+        let now = Instant::now();
+        room.last_stanza = Some(now);
+        self.pings.heard(&name, now);
         if room.phase != Phase::Joined {
             debug!(room = %name, "groupchat while herald is not joined; dropped");
             return;

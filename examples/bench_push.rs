@@ -535,6 +535,14 @@ async fn run(args: &Args) -> Result<(), String> {
         .map(|(us, _)| *us)
         .collect();
     last.sort_unstable();
+    let mut first: Vec<u32> = main
+        .seen
+        .first_us
+        .iter()
+        .copied()
+        .filter(|us| *us != u32::MAX)
+        .collect();
+    first.sort_unstable();
     let per_reg_heap = heap_regs as f64 / args.watchers as f64;
     let per_reg_rss = (rss1 - rss0) as f64 / args.watchers as f64;
     let rooms = args.rooms.max(1) as f64;
@@ -569,6 +577,13 @@ async fn run(args: &Args) -> Result<(), String> {
         pct(lat, 0.99),
         pct(lat, 1.0),
         verdict(pct(lat, 0.99) <= 10.0)
+    );
+    println!(
+        "| a message's first publish: p50 / p99 / max ({} messages) | {:.2} / {:.2} / {:.2} ms | | |",
+        first.len(),
+        pct(&first, 0.5),
+        pct(&first, 0.99),
+        pct(&first, 1.0)
     );
     println!(
         "| a message's last publish: p50 / p99 / max ({} messages) | {:.2} / {:.2} / {:.2} ms | | |",
@@ -621,6 +636,14 @@ async fn run(args: &Args) -> Result<(), String> {
                 }
             );
         }
+    }
+    if !main.complete {
+        eprintln!(
+            "bench_push: {} of {} publishes came back within {} s of the last message (herald fell behind)",
+            main.seen.publishes_in_run(),
+            main.expected,
+            60 + args.seconds
+        );
     }
     let unmatched: u64 = runs.iter().map(|r| r.seen.unmatched).sum();
     if unmatched > 0 {

@@ -93,6 +93,8 @@ pub mod push_server {
         pub per_message: Vec<u32>,
         /// Per message index: microseconds from its write to the read of its last publish so far.
         pub last_us: Vec<u32>,
+        /// Per message index: microseconds from its write to the read of its first publish.
+        pub first_us: Vec<u32>,
         /// When the last publish was read.
         pub last_read: Option<Instant>,
     }
@@ -369,7 +371,9 @@ pub mod push_server {
                     if seen.per_message.len() <= i {
                         seen.per_message.resize(i + 1, 0);
                         seen.last_us.resize(i + 1, 0);
+                        seen.first_us.resize(i + 1, u32::MAX);
                     }
+                    seen.first_us[i] = seen.first_us[i].min(us);
                     seen.per_message[i] += 1;
                     seen.last_us[i] = seen.last_us[i].max(us);
                 }

@@ -58,8 +58,10 @@ pub fn thousands(n: f64) -> String {
 /// answers every `iq` get (pings, the rooms' `disco#info` with a MUC identity), answers a join
 /// of any room on `muc.localhost` with a few occupants and then the self-presence (status 110),
 /// answers every pubsub publish with a `result` from the JID it went to, and writes groupchat
-/// messages on demand ([`PushConn::send_message`]). It notes when each message was handed to
-/// the socket and when each publish naming it (by its `message-count`) was read.
+/// messages on demand ([`PushConn::send_messages`]). It notes when each message was handed to
+/// the socket and when each publish naming it (by its `message-count`) was read. Only
+/// `bench_push` uses it.
+#[allow(dead_code)]
 pub mod push_server {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::{Arc, Mutex, PoisonError};

@@ -84,12 +84,15 @@ pub struct PushConfig {
     /// `"5m"`. Example: `max_age = "1m"`.
     #[serde(with = "humantime_serde")]
     pub max_age: Duration,
-    /// Pushes awaiting an answer at once, over all app servers (2..=100000). Default: `256`.
-    /// Example: `max_in_flight = 1024`.
+    /// Pushes awaiting an answer at once, over all app servers (2..=100000). Default: `1024`.
+    /// Example: `max_in_flight = 4096`.
     pub max_in_flight: usize,
     /// Pushes awaiting an answer at once from one app server (at least 1, less than
     /// `max_in_flight`), so that a slow or dead app server never takes every slot and delays
-    /// the pushes to others. Default: `32`. Example: `max_in_flight_per_server = 64`.
+    /// the pushes to others. Most users share a few app servers (their client vendor's), and
+    /// each answer takes a network round trip, so this bounds one app server's rate: 256
+    /// awaiting at 50 ms each is about 5 000 pushes/s. Default: `256`.
+    /// Example: `max_in_flight_per_server = 64`.
     pub max_in_flight_per_server: usize,
 }
 
@@ -112,8 +115,8 @@ impl Default for PushConfig {
             coalesce: Duration::from_secs(2),
             timeout: Duration::from_secs(15),
             max_age: Duration::from_secs(300),
-            max_in_flight: 256,
-            max_in_flight_per_server: 32,
+            max_in_flight: 1024,
+            max_in_flight_per_server: 256,
         }
     }
 }
@@ -176,8 +179,8 @@ impl PushSettings {
             coalesce: Duration::from_secs(2),
             timeout: Duration::from_secs(15),
             max_age: Duration::from_secs(300),
-            max_in_flight: 256,
-            max_in_flight_per_server: 32,
+            max_in_flight: 1024,
+            max_in_flight_per_server: 256,
         }
     }
 }
@@ -350,7 +353,7 @@ mod tests {
             ),
             (2, 15, 300)
         );
-        assert_eq!((s.max_in_flight, s.max_in_flight_per_server), (256, 32));
+        assert_eq!((s.max_in_flight, s.max_in_flight_per_server), (1024, 256));
         assert!(problems("coalesce = \"0s\"").is_empty());
     }
 

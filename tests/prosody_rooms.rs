@@ -13,8 +13,8 @@ use std::time::Duration;
 use herald::muc::{RoomState, RoomStatus, RoomsView};
 use support::adhoc::{column, command, note, rows, submit, wait_until_answering};
 use support::client::{to_xml, C2s};
+use support::groupchat::{self as muc, is_unavailable, status_codes, RoomConfig};
 use support::herald::{stop_servers, Config, Herald, Logs};
-use support::muc::{self, codes, is_unavailable};
 use support::prosody::Prosody;
 
 const HERALD: &str = "herald.localhost";
@@ -87,9 +87,18 @@ async fn herald_joins_comes_back_after_kick_and_reconnect_and_leaves_at_stop() {
     let mut p = prosody().await;
     let room = "dev@muc.localhost";
     let mut carol = C2s::login(&p.c2s_addr(), "carol@localhost/desk", "pc").await;
-    muc::create_room(&mut carol, room, "carol", true).await;
+    muc::create_room(
+        &mut carol,
+        room,
+        "carol",
+        RoomConfig {
+            persistent: true,
+            ..RoomConfig::default()
+        },
+    )
+    .await;
     // Said before herald is in the room: history herald must not get.
-    muc::say(&mut carol, room, "old-1", "before herald").await;
+    muc::say_with_id(&mut carol, room, "old-1", "before herald").await;
 
     let store = tempfile::tempdir().unwrap();
     let (herald, view) = start_herald(&p, store.path()).await;
@@ -108,7 +117,7 @@ async fn herald_joins_comes_back_after_kick_and_reconnect_and_leaves_at_stop() {
         "{text}"
     );
     // herald hands on what is said now, and got no history.
-    muc::say(&mut carol, room, "new-1", "after herald").await;
+    muc::say_with_id(&mut carol, room, "new-1", "after herald").await;
     assert!(
         logs.wait_for_lines(T, 1, |l| l.contains("groupchat message")
             && l.contains("new-1"))
@@ -126,7 +135,7 @@ async fn herald_joins_comes_back_after_kick_and_reconnect_and_leaves_at_stop() {
     let out = muc::next_occupant(&mut carol, room, "herald", T, is_unavailable)
         .await
         .expect("herald kicked");
-    assert!(codes(&out).contains(&"307".to_owned()), "{}", to_xml(&out));
+    assert!(status_codes(&out).contains(&307), "{}", to_xml(&out));
     let back = muc::next_occupant(&mut carol, room, "herald", T, herald_available).await;
     assert!(back.is_some(), "herald did not rejoin after the kick");
     state(&view, room, RoomState::Joined).await;
@@ -145,13 +154,11 @@ async fn herald_joins_comes_back_after_kick_and_reconnect_and_leaves_at_stop() {
         view.status(room)
     );
     let mut carol = C2s::login(&p.c2s_addr(), "carol@localhost/desk", "pc").await;
-    let occupants = muc::join(&mut carol, room, "carol").await;
+    let joined = muc::join(&mut carol, room, "carol").await;
     assert!(
-        occupants
-            .iter()
-            .any(|o| o.attr("from") == Some("dev@muc.localhost/herald")),
+        joined.nicks().contains(&"herald".to_owned()),
         "herald not in the room after the reconnect: {:?}",
-        occupants.iter().map(to_xml).collect::<Vec<_>>()
+        joined.nicks()
     );
 
     // A graceful stop: herald's unavailable reaches the room.
@@ -173,11 +180,38 @@ async fn nick_taken_members_only_missing_rooms_and_rules_removed() {
         "ghost@muc.localhost",
         "open@muc.localhost",
     );
-    muc::create_room(&mut carol, taken, "carol", false).await;
+    muc::create_room(
+        &mut carol,
+        taken,
+        "carol",
+        RoomConfig {
+            persistent: false,
+            ..RoomConfig::default()
+        },
+    )
+    .await;
     muc::join(&mut bob, taken, "herald").await;
-    muc::create_room(&mut carol, closed, "carol", false).await;
-    muc::make_members_only(&mut carol, closed).await;
-    muc::create_room(&mut carol, open, "carol", false).await;
+    muc::create_room(
+        &mut carol,
+        closed,
+        "carol",
+        RoomConfig {
+            persistent: false,
+            ..RoomConfig::default()
+        },
+    )
+    .await;
+    muc::configure(&mut carol, closed, &[("muc#roomconfig_membersonly", "1")]).await;
+    muc::create_room(
+        &mut carol,
+        open,
+        "carol",
+        RoomConfig {
+            persistent: false,
+            ..RoomConfig::default()
+        },
+    )
+    .await;
 
     let store = tempfile::tempdir().unwrap();
     let (herald, view) = start_herald(&p, store.path()).await;
@@ -234,7 +268,7 @@ async fn nick_taken_members_only_missing_rooms_and_rules_removed() {
     let left = muc::next_occupant(&mut carol, open, "herald", T, is_unavailable)
         .await
         .expect("herald left the room nobody watches");
-    assert!(!codes(&left).contains(&"307".to_owned()));
+    assert!(!status_codes(&left).contains(&307));
     assert_eq!(view.status(open), None);
 
     herald.stop_ok(T).await;

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use herald::muc::{RoomState, RoomStatus, RoomsView};
 use support::adhoc::{command, note, submit, wait_until_answering};
 use support::client::{to_xml, C2s};
+use support::groupchat::{self as muc, is_unavailable, status_codes, RoomConfig};
 use support::herald::{Config, Herald, Logs};
-use support::muc::{self, codes, is_unavailable};
 use support::prosody::Prosody;
 
 const HERALD: &str = "herald.localhost";
@@ -96,7 +96,16 @@ async fn herald_finds_out_it_was_silently_dropped_and_joins_again() {
     let p = prosody().await;
     let room = "dev@muc.localhost";
     let mut carol = C2s::login(&p.c2s_addr(), "carol@localhost/desk", "pc").await;
-    muc::create_room(&mut carol, room, "carol", true).await;
+    muc::create_room(
+        &mut carol,
+        room,
+        "carol",
+        RoomConfig {
+            persistent: true,
+            ..RoomConfig::default()
+        },
+    )
+    .await;
     let store = tempfile::tempdir().unwrap();
     let (herald, view) = start_herald(&p, store.path()).await;
     let mut alice = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
@@ -134,7 +143,7 @@ async fn herald_finds_out_it_was_silently_dropped_and_joins_again() {
     let seen = muc::next_occupant(&mut carol, room, "herald", T, |p| !is_unavailable(p)).await;
     assert!(seen.is_some(), "carol never saw herald come back");
     // The room's messages reach the push side again.
-    muc::say(&mut carol, room, "after-rejoin", "still pushed?").await;
+    muc::say_with_id(&mut carol, room, "after-rejoin", "still pushed?").await;
     assert!(
         logs.wait_for_lines(T, 1, |l| l.contains("groupchat message")
             && l.contains("after-rejoin"))
@@ -149,7 +158,16 @@ async fn a_user_removed_with_333_while_online_is_invited_back() {
     let p = prosody().await;
     let room = "ops@muc.localhost";
     let mut carol = C2s::login(&p.c2s_addr(), "carol@localhost/desk", "pc").await;
-    muc::create_room(&mut carol, room, "carol", true).await;
+    muc::create_room(
+        &mut carol,
+        room,
+        "carol",
+        RoomConfig {
+            persistent: true,
+            ..RoomConfig::default()
+        },
+    )
+    .await;
     let store = tempfile::tempdir().unwrap();
     let (herald, view) = start_herald(&p, store.path()).await;
     let mut alice = C2s::login(&p.c2s_addr(), "alice@localhost/phone", "pa").await;
@@ -167,7 +185,7 @@ async fn a_user_removed_with_333_while_online_is_invited_back() {
     let out = muc::next_occupant(&mut carol, room, "alice", T, is_unavailable)
         .await
         .expect("alice removed");
-    assert!(codes(&out).contains(&"333".to_owned()), "{}", to_xml(&out));
+    assert!(status_codes(&out).contains(&333), "{}", to_xml(&out));
     let invite = alice
         .next_matching(T, |el| {
             el.name() == "message" && el.attr("from") == Some(HERALD)

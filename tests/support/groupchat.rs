@@ -328,3 +328,63 @@ pub async fn wait_departure(
     })
     .await
 }
+
+/// Whether a presence is `type='unavailable'`.
+pub fn is_unavailable(p: &Element) -> bool {
+    p.attr("type") == Some("unavailable")
+}
+
+/// The next presence from `room/nick` for which `pred` holds (others from it are skipped).
+pub async fn next_occupant(
+    c: &mut C2s,
+    room: &str,
+    nick: &str,
+    timeout: Duration,
+    pred: impl Fn(&Element) -> bool,
+) -> Option<Element> {
+    let from = format!("{room}/{nick}");
+    c.next_matching(timeout, move |el| {
+        el.name() == "presence" && el.attr("from") == Some(from.as_str()) && pred(el)
+    })
+    .await
+}
+
+/// Submits the owner configuration form with `fields` (`var`, value).
+pub async fn configure(c: &mut C2s, room: &str, fields: &[(&str, &str)]) {
+    let mut form = String::from("<x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#roomconfig</value></field>");
+    for (var, value) in fields {
+        form.push_str(&format!(
+            "<field var='{var}'><value>{}</value></field>",
+            escape(value)
+        ));
+    }
+    form.push_str("</x>");
+    let a = iq(
+        c,
+        "set",
+        room,
+        &format!("<query xmlns='{NS_MUC_OWNER}'>{form}</query>"),
+    )
+    .await;
+    assert_eq!(a.attr("type"), Some("result"), "{}", to_xml(&a));
+}
+
+/// A groupchat message with a body and the given `id`.
+pub async fn say_with_id(c: &mut C2s, room: &str, id: &str, body: &str) {
+    c.send_xml(&format!(
+        "<message type='groupchat' id='{id}' to='{room}'><body>{}</body></message>",
+        escape(body)
+    ))
+    .await;
+}
+
+/// Asks `room`'s disco#info: the answer (a result, or `item-not-found` for no such room).
+pub async fn disco_info(c: &mut C2s, room: &str) -> Element {
+    iq(
+        c,
+        "get",
+        room,
+        "<query xmlns='http://jabber.org/protocol/disco#info'/>",
+    )
+    .await
+}

@@ -20,7 +20,6 @@ pub mod ejabberd;
 pub mod group_push;
 pub mod groupchat;
 pub mod herald;
-pub mod muc;
 pub mod prosody;
 pub mod pubsub;
 pub mod raw_component;

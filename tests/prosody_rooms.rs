@@ -256,6 +256,16 @@ async fn nick_taken_members_only_missing_rooms_and_rules_removed() {
         "{}",
         to_xml(&info)
     );
+    // Once the room exists, a changed rule for it makes herald ask again, and join.
+    muc::create_room(&mut carol, ghost, "carol", RoomConfig::default()).await;
+    push_room(&mut alice, ghost, "mentioned").await;
+    state(&view, ghost, RoomState::Joined).await;
+    assert!(
+        muc::next_occupant(&mut carol, ghost, "herald", T, herald_available)
+            .await
+            .is_some(),
+        "carol never saw herald join the room once it existed"
+    );
 
     // The rule removed: herald leaves the room.
     state(&view, open, RoomState::Joined).await;

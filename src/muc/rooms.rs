@@ -29,7 +29,7 @@ pub enum Phase {
     Joined,
     /// Refused or removed: joined again from `next_at` on.
     Retrying,
-    /// Does not exist: never joined again.
+    /// Does not exist: not asked again until a watcher changes its rule for it.
     Gone,
     /// herald left it at shutdown.
     Left,

@@ -224,7 +224,16 @@ impl Owner {
                 self.index.watchers(&name).cloned(),
                 self.rooms.get_mut(&name),
             ) {
-                (Some(w), Some(room)) => room.watchers = w,
+                (Some(w), Some(room)) => {
+                    room.watchers = w;
+                    // Someone changed their rule for a room found gone: it may exist by now.
+                    if room.phase == Phase::Gone {
+                        debug!(room = %name, "a gone room's watchers changed; asking for it again");
+                        room.set_phase(&mut self.in_flight, Phase::Waiting);
+                        room.next_at = None;
+                        self.reschedule = true;
+                    }
+                }
                 (Some(w), None) => {
                     debug!(room = %name, "room watched; joining it");
                     self.rooms

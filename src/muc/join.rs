@@ -103,7 +103,6 @@ fn gone(condition: &str) -> Option<&'static str> {
     match condition {
         "item-not-found" => Some("the room does not exist"),
         "gone" => Some("the room is gone"),
-        "remote-server-not-found" => Some("the room's service does not exist"),
         _ => None,
     }
 }
@@ -122,6 +121,10 @@ pub fn classify_join_error(condition: &str, text: Option<&str>) -> Refused {
         "not-allowed" => (Wait::Join, "not allowed: the room refuses herald"),
         "not-authorized" => (Wait::Join, "password-protected: herald has no password"),
         "service-unavailable" => (Wait::Join, "full: the room has no room for herald"),
+        // Often passing (the remote server restarts, a DNS blip): never a reason to stop.
+        "remote-server-not-found" | "remote-server-timeout" => {
+            (Wait::Join, "unreachable: the room's server cannot be reached")
+        }
         "" => (Wait::Join, "join refused"),
         _ => {
             let mut reason = format!("join refused: {condition}");
@@ -153,9 +156,12 @@ pub enum Probe {
 
 /// A `disco#info` error of `condition`.
 pub fn classify_probe_error(condition: &str) -> Probe {
-    match gone(condition) {
-        Some(g) => Probe::Gone(g.to_owned()),
-        None => Probe::Join,
+    match (gone(condition), condition) {
+        (Some(g), _) => Probe::Gone(g.to_owned()),
+        (None, "remote-server-not-found" | "remote-server-timeout") => {
+            Probe::Retry("unreachable: the room's server cannot be reached".to_owned())
+        }
+        (None, _) => Probe::Join,
     }
 }
 

@@ -71,8 +71,20 @@ fn each_join_error_has_its_action() {
         err("service-unavailable", "wait"),
         retry(Wait::Join, "full: the room has no room for herald")
     );
-    for cond in ["item-not-found", "gone", "remote-server-not-found"] {
+    for cond in ["item-not-found", "gone"] {
         assert!(matches!(err(cond, "cancel"), Refused::Gone(_)), "{cond}");
+    }
+    // An unreachable server is passing: retried, never given up.
+    for cond in ["remote-server-not-found", "remote-server-timeout"] {
+        assert_eq!(
+            err(cond, "cancel"),
+            retry(Wait::Join, "unreachable: the room's server cannot be reached"),
+            "{cond}"
+        );
+        assert_eq!(
+            classify_probe_error(cond),
+            Probe::Retry("unreachable: the room's server cannot be reached".into())
+        );
     }
     // Prosody's members-only refusal, with its text.
     let prosody = refused("<presence type='error' to='herald.localhost' from='closed@muc.localhost/herald'><error type='auth' by='closed@muc.localhost'><registration-required xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>Membership is required to enter this room</text></error><x xmlns='http://jabber.org/protocol/muc'/></presence>");

@@ -122,9 +122,10 @@ pub fn classify_join_error(condition: &str, text: Option<&str>) -> Refused {
         "not-authorized" => (Wait::Join, "password-protected: herald has no password"),
         "service-unavailable" => (Wait::Join, "full: the room has no room for herald"),
         // Often passing (the remote server restarts, a DNS blip): never a reason to stop.
-        "remote-server-not-found" | "remote-server-timeout" => {
-            (Wait::Join, "unreachable: the room's server cannot be reached")
-        }
+        "remote-server-not-found" | "remote-server-timeout" => (
+            Wait::Join,
+            "unreachable: the room's server cannot be reached",
+        ),
         "" => (Wait::Join, "join refused"),
         _ => {
             let mut reason = format!("join refused: {condition}");

@@ -78,7 +78,10 @@ fn each_join_error_has_its_action() {
     for cond in ["remote-server-not-found", "remote-server-timeout"] {
         assert_eq!(
             err(cond, "cancel"),
-            retry(Wait::Join, "unreachable: the room's server cannot be reached"),
+            retry(
+                Wait::Join,
+                "unreachable: the room's server cannot be reached"
+            ),
             "{cond}"
         );
         assert_eq!(

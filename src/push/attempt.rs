@@ -38,13 +38,12 @@ pub(super) async fn attempt(ctx: &TaskCtx, p: &PendingPush) -> Next {
     if !options_ok {
         warn!(user = %p.user, app = %reg.jid, "push: the stored publish-options do not parse; publishing without them");
     }
-    let answer = tokio::time::timeout(ctx.timeout, async {
-        match ctx.handle.request(Lane::Bulk, iq).await {
-            Ok(answer) => answer.await,
-            Err(e) => Err(e),
-        }
-    })
-    .await;
+    // `push.timeout` is the app server's time to answer: it starts once the publish is queued
+    // (time spent behind herald's own bulk traffic is not the app server's fault).
+    let answer = match ctx.handle.request(Lane::Bulk, iq).await {
+        Ok(wait) => tokio::time::timeout(ctx.timeout, wait).await,
+        Err(e) => Ok(Err(e)),
+    };
     let attempt = Attempt::from_answer(answer.ok());
     match attempt.failure() {
         Some(kind) => ctx.metrics.failed(kind),

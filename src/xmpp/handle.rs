@@ -147,16 +147,16 @@ impl XmppHandle {
         let to = iq.attr("to").unwrap_or_default().to_owned();
         let (id, answer) = self.tracker.register(&to);
         iq.set_attr(rxml::Namespace::NONE, crate::n!("id"), id.as_str());
-        if self.send(lane, &iq).await.is_err() {
-            self.tracker.forget(&id);
-            return Err(IqError::Closed);
-        }
-        // A caller that stops waiting (its deadline passed) drops the future: the guard then
-        // forgets the request, so unanswered IQs do not pile up until the next reconnect.
+        // A caller that stops waiting (its deadline passed, also while the lane is full and this
+        // send still waits) drops the guard: it then forgets the request, so unanswered IQs do
+        // not pile up until the next reconnect.
         let guard = ForgetOnDrop {
             tracker: self.tracker.clone(),
             id,
         };
+        if self.send(lane, &iq).await.is_err() {
+            return Err(IqError::Closed);
+        }
         Ok(async move {
             let answer = answer.await.unwrap_or(Err(IqError::Closed));
             drop(guard);
@@ -182,5 +182,33 @@ struct ForgetOnDrop {
 impl Drop for ForgetOnDrop {
     fn drop(&mut self) {
         self.tracker.forget(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ping(to: &str) -> Element {
+        format!("<iq xmlns='jabber:component:accept' type='get' to='{to}'><ping xmlns='urn:xmpp:ping'/></iq>")
+            .parse()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_while_its_lane_is_full_is_forgotten() {
+        let tracker = IqTracker::new();
+        let (handle, _queues) = XmppHandle::new(tracker.clone(), "herald.localhost");
+        for _ in 0..BULK_CAPACITY {
+            handle.try_send(Lane::Bulk, &ping("a.localhost")).unwrap();
+        }
+        // Nothing drains the lane: the send waits until the caller gives up.
+        let gave_up = tokio::time::timeout(
+            std::time::Duration::from_millis(20),
+            handle.request(Lane::Bulk, ping("push.localhost")),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        assert_eq!(tracker.len(), 0, "the abandoned request is still pending");
     }
 }

@@ -6,12 +6,13 @@
 //! joins the watched rooms and hands their messages on) and the push owner (group-chat pushes
 //! from the rooms' messages, and app servers' remote disables from the other messages).
 //!
-//! Shutdown order: the push owner stops (pushes not answered yet stay in its outbox); the
-//! connection stops dispatching inbound traffic and drops its presence sender; the presence service drains what it already received, persists the resulting events
-//! into the outbox and flushes the store; the delivery workers send what is queued while
-//! deliveries succeed (what they cannot deliver stays in the outbox); the rooms owner leaves every
-//! room (no ghost occupant stays behind); then the connection writes what is still queued and
-//! closes the stream.
+//! Shutdown order: the connection stops dispatching inbound traffic and drops its presence
+//! sender; the push owner decides and persists the room messages already handed to it, then
+//! stops (pushes not answered yet stay in its outbox); the presence service drains what it
+//! already received, persists the resulting events into the outbox and flushes the store; the
+//! delivery workers send what is queued while deliveries succeed (what they cannot deliver stays
+//! in the outbox); the rooms owner leaves every room (no ghost occupant stays behind); then the
+//! connection writes what is still queued and closes the stream.
 
 use std::future::Future;
 use std::time::Duration;
@@ -282,7 +283,9 @@ pub async fn run_with(
     };
     info!("shutting down");
     http_stopping.cancel();
-    // Pushes not answered yet stay in the outbox for the next start.
+    reader_stop.cancel();
+    // The push owner persists the room messages handed to it; pushes not answered yet stay in
+    // the outbox for the next start.
     push_stop.cancel();
     if tokio::time::timeout(STAGE_DEADLINE, push_owner)
         .await
@@ -290,7 +293,6 @@ pub async fn run_with(
     {
         warn!("the push owner did not stop within the shutdown deadline");
     }
-    reader_stop.cancel();
     if tokio::time::timeout(STAGE_DEADLINE, presence)
         .await
         .is_err()

@@ -278,3 +278,33 @@ async fn an_occupant_is_pushed_only_while_the_presence_table_shows_no_online_res
     assert_eq!(field(&iq, "message-count"), "1");
     h.herald.stop_ok(EVENTUALLY).await;
 }
+
+#[tokio::test]
+async fn room_messages_handed_over_when_herald_stops_are_pushed_after_the_restart() {
+    let mut server = server().await;
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let push = "with_body = true\ncoalesce = \"0s\"\n";
+    let mut h = start(&mut server, &store, push).await;
+    h.register("alice@localhost", "push.localhost", "n").await;
+    const N: usize = 300;
+    for i in 0..N {
+        h.message(&format!("m{i}")).await;
+    }
+    // Stopped at once: most messages are still queued for the push owner.
+    let Running { herald, o, conn } = h;
+    herald.stop_ok(EVENTUALLY).await;
+    drop((o, conn));
+    // Nothing was answered, so every message comes as a publish after the restart.
+    let mut h = start(&mut server, &store, push).await;
+    let mut bodies = std::collections::BTreeSet::new();
+    while bodies.len() < N {
+        let p = h
+            .publish_to("push.localhost", EVENTUALLY)
+            .await
+            .unwrap_or_else(|| panic!("only {} of {N} messages were pushed", bodies.len()));
+        bodies.insert(field(&p, "last-message-body"));
+        h.answer(&p, None).await;
+    }
+    h.herald.stop_ok(EVENTUALLY).await;
+}

@@ -126,7 +126,10 @@ async fn run(o: PushOwner, cancel: CancellationToken) {
             .flatten()
             .min();
         tokio::select! {
-            _ = cancel.cancelled() => break,
+            _ = cancel.cancelled() => {
+                st.drain_room_messages().await;
+                break;
+            }
             m = st.o.room_messages.recv(), if rooms_open => match m {
                 Some(first) => {
                     let mut batch = vec![first];
@@ -166,6 +169,25 @@ async fn run(o: PushOwner, cancel: CancellationToken) {
 }
 
 impl State {
+    /// At shutdown: decides and persists the room messages already handed over, so that a
+    /// message herald read is pushed after the restart rather than lost (rooms are rejoined
+    /// without history).
+    async fn drain_room_messages(&mut self) {
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < BATCH_MAX {
+                match self.o.room_messages.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.messages(batch).await;
+        }
+    }
+
     fn up_epoch(&self) -> Option<u64> {
         match *self.o.status.borrow() {
             LinkStatus::Up { epoch } => Some(epoch),

@@ -285,7 +285,7 @@ async fn room_messages_handed_over_when_herald_stops_are_pushed_after_the_restar
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("store");
     let push = "with_body = true\ncoalesce = \"0s\"\n";
-    let mut h = start(&mut server, &store, push).await;
+    let h = start(&mut server, &store, push).await;
     h.register("alice@localhost", "push.localhost", "n").await;
     const N: usize = 300;
     for i in 0..N {

@@ -1,5 +1,7 @@
 //! herald: an XMPP external component (XEP-0114) that tracks every local user's presence through
-//! XEP-0356 privileges and fans out JSON presence events.
+//! XEP-0356 privileges and fans out JSON presence events, and pushes group-chat messages to the
+//! phones of users who are away (XEP-0357), from the rooms it joins and keeps joined (XEP-0045,
+//! XEP-0410).
 //!
 //! # Layout
 //!
@@ -9,8 +11,9 @@
 //!     │   │      it (xmpp::inbound), classifies it once (xmpp::router)
 //!     │   │      and routes it to its owner (xmpp::routes), over bounded channels:
 //!     │   ├── forwarded presences, privilege adverts, Up/Down ─► presence::service (own thread)
-//!     │   ├── MUC presences, groupchat ─► rooms owner (drops them until push exists)
-//!     │   ├── other messages ─► messages owner (drops them)
+//!     │   ├── MUC presences, groupchat ─► muc owner (joins, occupants, self-ping)
+//!     │   │      └── each groupchat message of a joined room ─► push::owner
+//!     │   ├── other messages ─► push::owner (app servers' remote disables)
 //!     │   ├── IQ get/set ─► xmpp::iq_handlers (by namespace; each answered exactly once)
 //!     │   └── IQ result/error ─► xmpp::iq_tracker (random ids, checked sender)
 //!     │      writer: writes what the handles queue, priority lane before bulk
@@ -36,7 +39,11 @@
 //! - [`events`]: the event type and its JSON shape.
 //! - [`outbox`] and [`sinks`]: durable delivery, and where events go.
 //! - [`adhoc`]: XEP-0050 ad-hoc commands on herald's JID (framework and commands).
-//! - [`push`]: push registrations (XEP-0357 `<enable/>`/`<disable/>`, the rules, the limits).
+//! - [`push`]: push registrations (XEP-0357 `<enable/>`/`<disable/>`, the rules, the limits) and
+//!   the push owner: who is pushed for a room message ([`push::decide`]), the durable outbox,
+//!   coalescing, publishing and the error policy.
+//! - [`muc`]: the rooms herald watches: joins and their refusals, occupants, XEP-0410
+//!   self-pings, rejoin hints, room health.
 //! - [`store`]: the only module that names sled.
 //! - [`admin`]: the `dead-letters` command on a stopped herald's store.
 //! - [`http`]: the operators' HTTP listener: `/metrics`, `/healthz`, `/readyz`, `/v1/presence`.

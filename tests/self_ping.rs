@@ -142,16 +142,21 @@ async fn each_row_of_the_xep_0410_table() {
     };
     assert!(settled, "{seen:?}");
     assert_eq!(seen, want);
+    // The service counts a ping when it reads it; herald records the outcome when the answer
+    // is back: wait for both.
     for room in &rooms {
         let st = tokio::time::timeout(
             Duration::from_secs(5),
-            view.wait_for(room, |s| s.is_some_and(|s| s.state == RoomState::Joined)),
+            view.wait_for(room, |s| {
+                s.is_some_and(|s| s.state == RoomState::Joined && s.health.last_ping.is_some())
+            }),
         )
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-        assert!(st.health.last_ping.is_some(), "{room}: {st:?}");
+        .await;
+        assert!(
+            matches!(st, Ok(Some(Some(_)))),
+            "{room}: {:?}",
+            view.status(room)
+        );
     }
     let st = view.status("not-acceptable@muc.localhost").unwrap();
     assert_eq!(
@@ -201,8 +206,9 @@ async fn a_room_that_forgot_herald_is_joined_again_after_the_idle_time() {
         muc.wait(Duration::from_secs(10), |s| s.joins(&room) >= 2)
             .await
     );
-    // idle (1 s) + its jitter (0.1 s) + the answer: herald was back well within idle + timeout.
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // idle (1 s) + its jitter (0.1 s) + the answer: herald was back well within idle + timeout
+    // (31 s); 10 s leaves room for a loaded machine.
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     let st = tokio::time::timeout(
         Duration::from_secs(5),
         view.wait_for(&room, |s| s.is_some_and(|s| s.state == RoomState::Joined)),

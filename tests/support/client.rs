@@ -54,9 +54,8 @@ enum Cmd {
 pub struct C2s {
     jid: String,
     cmd_tx: mpsc::UnboundedSender<Cmd>,
-    in_rx: mpsc::UnboundedReceiver<Element>,
+    inbox: Inbox,
     /// Stanzas read by a `next_*` call that skipped them but may still be wanted by another one.
-    pending: VecDeque<Element>,
     /// A second handle on the socket (dup'ed fd), so that [`C2s::drop_tcp`] can cut it synchronously.
     tcp: std::net::TcpStream,
     task: JoinHandle<()>,
@@ -171,13 +170,7 @@ impl C2s {
 
     /// The next stanza of any kind, or `None` on timeout or when the stream has ended.
     pub async fn next_stanza(&mut self, timeout: Duration) -> Option<Element> {
-        if let Some(el) = self.pending.pop_front() {
-            return Some(el);
-        }
-        tokio::time::timeout(timeout, self.in_rx.recv())
-            .await
-            .ok()
-            .flatten()
+        self.inbox.next_within(timeout).await
     }
 
     /// The next stanza for which `pred` holds; stanzas that do not match are kept for later calls.
@@ -186,20 +179,7 @@ impl C2s {
         timeout: Duration,
         pred: impl Fn(&Element) -> bool,
     ) -> Option<Element> {
-        if let Some(pos) = self.pending.iter().position(&pred) {
-            return self.pending.remove(pos);
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let el = tokio::time::timeout_at(deadline, self.in_rx.recv())
-                .await
-                .ok()
-                .flatten()?;
-            if pred(&el) {
-                return Some(el);
-            }
-            self.pending.push_back(el);
-        }
+        self.inbox.next_matching(timeout, pred).await
     }
 
     /// The next `<message/>` with a child `name` in namespace `ns` (e.g. `("flux:xmpp", "event")`,
@@ -231,22 +211,13 @@ impl C2s {
 
     /// Everything received so far and not consumed yet, without waiting.
     pub fn drain(&mut self) -> Vec<Element> {
-        let mut out: Vec<Element> = self.pending.drain(..).collect();
-        while let Ok(el) = self.in_rx.try_recv() {
-            out.push(el);
-        }
-        out
+        self.inbox.drain()
     }
 
     /// Drops the received, not yet consumed stanzas for which `pred` holds (e.g. a room's stale
     /// presences before joining it again); returns how many.
     pub fn discard(&mut self, pred: impl Fn(&Element) -> bool) -> usize {
-        while let Ok(el) = self.in_rx.try_recv() {
-            self.pending.push_back(el);
-        }
-        let before = self.pending.len();
-        self.pending.retain(|el| !pred(el));
-        before - self.pending.len()
+        self.inbox.discard(pred)
     }
 
     /// Whether the stream is still up (false after the server closed it or the connection broke).
@@ -407,8 +378,7 @@ async fn login_inner(addr: &str, jid: &str, password: &str) -> Result<C2s, Strin
     Ok(C2s {
         jid: bound,
         cmd_tx,
-        in_rx,
-        pending: VecDeque::new(),
+        inbox: Inbox::new(in_rx),
         tcp: dup,
         task,
         ended,
@@ -589,5 +559,78 @@ mod tests {
         assert_eq!(el.get_child("body", NS_CLIENT).unwrap().text(), "x");
         let el = parse_client_xml("<presence/>").unwrap();
         assert_eq!(el.ns(), NS_CLIENT);
+    }
+}
+
+/// The stanzas a test connection has read, in order, with those a caller skipped kept for later
+/// calls (shared by [`C2s`] and the raw component connection).
+pub struct Inbox {
+    rx: mpsc::UnboundedReceiver<Element>,
+    pending: VecDeque<Element>,
+}
+
+impl Inbox {
+    pub fn new(rx: mpsc::UnboundedReceiver<Element>) -> Inbox {
+        Inbox {
+            rx,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// The next stanza, waiting as long as it takes; `None` once the stream has ended.
+    pub async fn next(&mut self) -> Option<Element> {
+        match self.pending.pop_front() {
+            Some(el) => Some(el),
+            None => self.rx.recv().await,
+        }
+    }
+
+    /// The next stanza, or `None` on timeout or when the stream has ended.
+    pub async fn next_within(&mut self, timeout: Duration) -> Option<Element> {
+        tokio::time::timeout(timeout, self.next())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The next stanza for which `pred` holds; the others are kept for later calls.
+    pub async fn next_matching(
+        &mut self,
+        timeout: Duration,
+        pred: impl Fn(&Element) -> bool,
+    ) -> Option<Element> {
+        if let Some(pos) = self.pending.iter().position(&pred) {
+            return self.pending.remove(pos);
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let el = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .ok()
+                .flatten()?;
+            if pred(&el) {
+                return Some(el);
+            }
+            self.pending.push_back(el);
+        }
+    }
+
+    /// Everything received and not consumed yet, without waiting.
+    pub fn drain(&mut self) -> Vec<Element> {
+        let mut out: Vec<Element> = self.pending.drain(..).collect();
+        while let Ok(el) = self.rx.try_recv() {
+            out.push(el);
+        }
+        out
+    }
+
+    /// Drops the received, not yet consumed stanzas for which `pred` holds; returns how many.
+    pub fn discard(&mut self, pred: impl Fn(&Element) -> bool) -> usize {
+        while let Ok(el) = self.rx.try_recv() {
+            self.pending.push_back(el);
+        }
+        let before = self.pending.len();
+        self.pending.retain(|el| !pred(el));
+        before - self.pending.len()
     }
 }

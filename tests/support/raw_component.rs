@@ -6,7 +6,6 @@
 
 #![allow(dead_code)]
 
-use std::collections::VecDeque;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -18,7 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio_xmpp::xmlstream::{initiate_stream, ReadError, StreamHeader, Timeouts, XmlStream};
 
-use super::client::to_xml;
+use super::client::{to_xml, Inbox};
 
 pub const NS_COMPONENT: &str = "jabber:component:accept";
 /// The handshake must finish within this.
@@ -35,8 +34,7 @@ enum Cmd {
 pub struct RawComponent {
     jid: String,
     cmd_tx: mpsc::UnboundedSender<Cmd>,
-    in_rx: mpsc::UnboundedReceiver<Element>,
-    pending: VecDeque<Element>,
+    inbox: Inbox,
     task: JoinHandle<()>,
     next_id: u64,
 }
@@ -78,10 +76,7 @@ impl RawComponent {
 
     /// The next stanza, waiting as long as it takes; `None` once the stream has ended. Cancel-safe.
     pub async fn recv(&mut self) -> Option<Element> {
-        if let Some(el) = self.pending.pop_front() {
-            return Some(el);
-        }
-        self.in_rx.recv().await
+        self.inbox.next().await
     }
 
     /// The next stanza for which `pred` holds; others are kept for later calls.
@@ -90,20 +85,7 @@ impl RawComponent {
         timeout: Duration,
         pred: impl Fn(&Element) -> bool,
     ) -> Option<Element> {
-        if let Some(pos) = self.pending.iter().position(&pred) {
-            return self.pending.remove(pos);
-        }
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let el = tokio::time::timeout_at(deadline, self.in_rx.recv())
-                .await
-                .ok()
-                .flatten()?;
-            if pred(&el) {
-                return Some(el);
-            }
-            self.pending.push_back(el);
-        }
+        self.inbox.next_matching(timeout, pred).await
     }
 
     /// Sends `<iq type=KIND to=TO>PAYLOAD</iq>` with a fresh id and returns the answer; panics after
@@ -134,11 +116,7 @@ impl RawComponent {
 
     /// Everything received and not consumed yet, without waiting.
     pub fn drain(&mut self) -> Vec<Element> {
-        let mut out: Vec<Element> = self.pending.drain(..).collect();
-        while let Ok(el) = self.in_rx.try_recv() {
-            out.push(el);
-        }
-        out
+        self.inbox.drain()
     }
 
     /// Ends the stream (`</stream:stream>`) and waits briefly for the server's.
@@ -197,8 +175,7 @@ async fn connect_inner(addr: &str, jid: &str, secret: &str) -> Result<RawCompone
     Ok(RawComponent {
         jid: jid.to_owned(),
         cmd_tx,
-        in_rx,
-        pending: VecDeque::new(),
+        inbox: Inbox::new(in_rx),
         task,
         next_id: 0,
     })

@@ -538,30 +538,6 @@ fn base64(data: &[u8]) -> String {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base64_matches_rfc4648_vectors() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(b"\0alice\0pw"), "AGFsaWNlAHB3");
-    }
-
-    #[test]
-    fn parse_client_xml_adds_namespace() {
-        let el = parse_client_xml("<message to='a@b'><body>x</body></message>").unwrap();
-        assert_eq!(el.ns(), NS_CLIENT);
-        assert_eq!(el.get_child("body", NS_CLIENT).unwrap().text(), "x");
-        let el = parse_client_xml("<presence/>").unwrap();
-        assert_eq!(el.ns(), NS_CLIENT);
-    }
-}
-
 /// The stanzas a test connection has read, in order, with those a caller skipped kept for later
 /// calls (shared by [`C2s`] and the raw component connection).
 pub struct Inbox {
@@ -632,5 +608,29 @@ impl Inbox {
         let before = self.pending.len();
         self.pending.retain(|el| !pred(el));
         before - self.pending.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"\0alice\0pw"), "AGFsaWNlAHB3");
+    }
+
+    #[test]
+    fn parse_client_xml_adds_namespace() {
+        let el = parse_client_xml("<message to='a@b'><body>x</body></message>").unwrap();
+        assert_eq!(el.ns(), NS_CLIENT);
+        assert_eq!(el.get_child("body", NS_CLIENT).unwrap().text(), "x");
+        let el = parse_client_xml("<presence/>").unwrap();
+        assert_eq!(el.ns(), NS_CLIENT);
     }
 }
